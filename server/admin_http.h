@@ -1,0 +1,24 @@
+/*
+ * admin_http.h — atriumd's admin HTTP listener (libevent evhttp) on its own
+ * thread. It serves /healthz; the REST API of the admin issue mounts here.
+ */
+#ifndef ATRIUM_SERVER_ADMIN_HTTP_H
+#define ATRIUM_SERVER_ADMIN_HTTP_H
+
+#include "store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct admin_http admin_http;
+
+/* Binds host:port (port 0 picks a free one) and starts serving on a new
+ * thread. *out is released with admin_http_stop. *bound_port receives the
+ * port actually bound. Returns 0, or -1 with the reason in error. */
+int admin_http_start(const char *address, store *db, admin_http **out, uint16_t *bound_port,
+                     char *error, size_t error_size);
+
+/* Stops the thread, closes the listener and frees the server. NULL is accepted. */
+void admin_http_stop(admin_http *server);
+
+#endif

@@ -1,0 +1,160 @@
+/*
+ * main.c — atriumd, Atrium's control plane: reads its settings, takes the data
+ * directory's lock, opens the store, starts the listeners, and runs until
+ * SIGINT or SIGTERM, then stops them and closes the database.
+ */
+#include "admin_http.h"
+#include "log.h"
+#include "options.h"
+#include "store.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DATABASE_FILE "atrium.db"
+#define LOCK_FILE     "atriumd.lock"
+
+/* Creates the data directory (mode 0700) when absent. */
+static int ensure_data_dir(const char *path, char *error, size_t error_size)
+{
+    struct stat info;
+    if (stat(path, &info) == 0) {
+        if (!S_ISDIR(info.st_mode)) {
+            snprintf(error, error_size, "data directory %s is not a directory", path);
+            return -1;
+        }
+        return 0;
+    }
+    if (mkdir(path, 0700) != 0) {
+        snprintf(error, error_size, "cannot create data directory %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Takes an exclusive lock on <data_dir>/atriumd.lock and writes our pid in
+ * it. Returns the descriptor (held until exit), or -1 with a message. */
+static int lock_data_dir(const char *data_dir, char *error, size_t error_size)
+{
+    char path[OPTIONS_TEXT_MAX + 32];
+    snprintf(path, sizeof(path), "%s/%s", data_dir, LOCK_FILE);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(error, error_size, "cannot open lock file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char holder[32] = "";
+        ssize_t length = pread(fd, holder, sizeof(holder) - 1, 0);
+        holder[length > 0 ? length : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        snprintf(error, error_size,
+                 "data directory %s is in use by another atriumd (pid %s); stop it or use "
+                 "another --data-dir",
+                 data_dir, holder[0] ? holder : "unknown");
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int length = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)length, 0) != length) {
+        snprintf(error, error_size, "cannot write lock file %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void on_signal(evutil_socket_t signal_number, short events, void *context)
+{
+    (void)events;
+    log_info("received %s, shutting down", strsignal((int)signal_number));
+    event_base_loopbreak(context);
+}
+
+int main(int argc, char **argv)
+{
+    atriumd_options options;
+    char error[2048];
+    if (atriumd_options_parse(argc, argv, &options, error, sizeof(error)) != 0) {
+        fprintf(stderr, "atriumd: %s\nTry 'atriumd --help'.\n", error);
+        return 2;
+    }
+    if (options.show_help) {
+        fputs(atriumd_options_usage(), stdout);
+        return 0;
+    }
+    log_level level = LOG_LEVEL_INFO;
+    log_level_parse(options.log_level, &level);
+    log_init("atriumd", level);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (ensure_data_dir(options.data_dir, error, sizeof(error)) != 0) {
+        log_error("%s", error);
+        return 1;
+    }
+    int lock_fd = lock_data_dir(options.data_dir, error, sizeof(error));
+    if (lock_fd < 0) {
+        log_error("%s", error);
+        return 1;
+    }
+
+    char database_path[OPTIONS_TEXT_MAX + 32];
+    snprintf(database_path, sizeof(database_path), "%s/%s", options.data_dir, DATABASE_FILE);
+    store_options store_settings = {.path = database_path,
+                                    .synchronous_full = options.synchronous_full};
+    store *db = NULL;
+    store_error store_failure = {0};
+    if (store_open(&store_settings, &db, &store_failure) != STORE_OK) {
+        log_error("cannot open the store: %s", store_failure.message);
+        close(lock_fd);
+        return 1;
+    }
+    int64_t revision = 0;
+    store_revision(db, &revision, NULL);
+    log_info("store %s open (schema %d, revision %lld, synchronous=%s)", database_path,
+             store_schema_version(db), (long long)revision,
+             options.synchronous_full ? "full" : "normal");
+
+    int exit_code = 0;
+    struct event_base *base = event_base_new();
+    struct event *sigint = base ? evsignal_new(base, SIGINT, on_signal, base) : NULL;
+    struct event *sigterm = base ? evsignal_new(base, SIGTERM, on_signal, base) : NULL;
+    admin_http *admin = NULL;
+    uint16_t admin_port = 0;
+    if (sigint == NULL || sigterm == NULL || event_add(sigint, NULL) != 0 ||
+        event_add(sigterm, NULL) != 0) {
+        log_error("cannot set up signal handling");
+        exit_code = 1;
+    } else if (admin_http_start(options.rest_addr, db, &admin, &admin_port, error,
+                                sizeof(error)) != 0) {
+        log_error("admin REST API: %s", error);
+        exit_code = 1;
+    } else {
+        log_info("admin REST API listening on %.*s:%u", (int)(strrchr(options.rest_addr, ':') -
+                                                              options.rest_addr),
+                 options.rest_addr, admin_port);
+        log_info("ready (pid %ld, data directory %s)", (long)getpid(), options.data_dir);
+        event_base_dispatch(base);
+    }
+
+    admin_http_stop(admin);
+    if (sigint)
+        event_free(sigint);
+    if (sigterm)
+        event_free(sigterm);
+    if (base)
+        event_base_free(base);
+    store_close(db);
+    log_info("stopped; database closed");
+    close(lock_fd);
+    return exit_code;
+}

@@ -1,0 +1,32 @@
+/*
+ * options.h — atriumd's settings: defaults, an optional JSON config file, and
+ * command-line flags, in that order of precedence (flags win).
+ */
+#ifndef ATRIUM_SERVER_OPTIONS_H
+#define ATRIUM_SERVER_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define OPTIONS_TEXT_MAX 1024
+
+typedef struct atriumd_options {
+    char data_dir[OPTIONS_TEXT_MAX];  /* default ./atrium-data */
+    char rest_addr[OPTIONS_TEXT_MAX]; /* default 127.0.0.1:15080 */
+    char xds_addr[OPTIONS_TEXT_MAX];  /* default 127.0.0.1:15010 */
+    char tls_addr[OPTIONS_TEXT_MAX];  /* default 127.0.0.1:15012 */
+    bool synchronous_full;            /* --synchronous full */
+    char log_level[16];               /* debug | info | warn | error */
+    bool show_help;
+} atriumd_options;
+
+/* Fills *out from defaults, the config file named by --config (if any) and
+ * the flags. Returns 0, or -1 with a message in error naming the bad flag,
+ * config key or value. argv is not modified. */
+int atriumd_options_parse(int argc, char **argv, atriumd_options *out, char *error,
+                          size_t error_size);
+
+/* The --help text (static). */
+const char *atriumd_options_usage(void);
+
+#endif
