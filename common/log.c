@@ -44,8 +44,9 @@ void log_message(log_level level, const char *format, ...)
 
     char line[2048];
     size_t length = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &utc);
-    int written = snprintf(line + length, sizeof(line) - length, ".%03ldZ %-5s %s: ",
-                           now.tv_nsec / 1000000L, level_names[level], log_program);
+    int written =
+        snprintf(line + length, sizeof(line) - length, ".%03ldZ %-5s %s: ", now.tv_nsec / 1000000L,
+                 level_names[level], log_program);
     if (written > 0)
         length += (size_t)written;
 

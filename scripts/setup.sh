@@ -13,6 +13,7 @@ packages=(
   libevent-dev
   libjansson-dev
   sqlite3
+  curl
 )
 
 missing=()

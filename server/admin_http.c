@@ -107,8 +107,8 @@ int admin_http_start(const char *address, store *db, admin_http **out, uint16_t 
     evthread_use_pthreads();
     server->base = event_base_new();
     server->http = server->base ? evhttp_new(server->base) : NULL;
-    server->stop_event = server->http ? event_new(server->base, -1, 0, stop_loop, server->base)
-                                      : NULL;
+    server->stop_event =
+        server->http ? event_new(server->base, -1, 0, stop_loop, server->base) : NULL;
     if (server->stop_event == NULL) {
         snprintf(error, error_size, "cannot create the HTTP server");
         admin_http_stop(server);

@@ -134,14 +134,14 @@ int main(int argc, char **argv)
         event_add(sigterm, NULL) != 0) {
         log_error("cannot set up signal handling");
         exit_code = 1;
-    } else if (admin_http_start(options.rest_addr, db, &admin, &admin_port, error,
-                                sizeof(error)) != 0) {
+    } else if (admin_http_start(options.rest_addr, db, &admin, &admin_port, error, sizeof(error)) !=
+               0) {
         log_error("admin REST API: %s", error);
         exit_code = 1;
     } else {
-        log_info("admin REST API listening on %.*s:%u", (int)(strrchr(options.rest_addr, ':') -
-                                                              options.rest_addr),
-                 options.rest_addr, admin_port);
+        log_info("admin REST API listening on %.*s:%u",
+                 (int)(strrchr(options.rest_addr, ':') - options.rest_addr), options.rest_addr,
+                 admin_port);
         log_info("ready (pid %ld, data directory %s)", (long)getpid(), options.data_dir);
         event_base_dispatch(base);
     }

@@ -14,7 +14,12 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef enum setting_kind { SETTING_ADDRESS, SETTING_TEXT, SETTING_SYNCHRONOUS, SETTING_LEVEL } setting_kind;
+typedef enum setting_kind {
+    SETTING_ADDRESS,
+    SETTING_TEXT,
+    SETTING_SYNCHRONOUS,
+    SETTING_LEVEL
+} setting_kind;
 
 typedef struct setting {
     const char *name; /* flag without "--", dashes */
@@ -24,7 +29,9 @@ typedef struct setting {
 } setting;
 
 #define TEXT_SETTING(flag, kind, field)                                                            \
-    {flag, kind, offsetof(atriumd_options, field), sizeof(((atriumd_options *)0)->field)}
+    {                                                                                              \
+        flag, kind, offsetof(atriumd_options, field), sizeof(((atriumd_options *)0)->field)        \
+    }
 
 static const setting settings[] = {
     TEXT_SETTING("data-dir", SETTING_TEXT, data_dir),
@@ -114,8 +121,7 @@ static int apply(const setting *item, const char *value, atriumd_options *out, c
     return 0;
 }
 
-static int load_config_file(const char *path, atriumd_options *out, char *error,
-                            size_t error_size)
+static int load_config_file(const char *path, atriumd_options *out, char *error, size_t error_size)
 {
     json_error_t parse_error;
     json_t *document = json_load_file(path, JSON_REJECT_DUPLICATES, &parse_error);

@@ -11,17 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROUTE_TIMEOUT_MAX_MS    3600000u
-#define RETRY_ATTEMPTS_MAX      10u
-#define SPLIT_WEIGHT_MAX        10000u
-#define CONNECT_TIMEOUT_MAX_MS  60000u
-#define HEADER_NAME_MAX         128u
-#define PATH_MAX_LENGTH         1024u
-#define LABEL_PART_MAX          63u
+#define ROUTE_TIMEOUT_MAX_MS   3600000u
+#define RETRY_ATTEMPTS_MAX     10u
+#define SPLIT_WEIGHT_MAX       10000u
+#define CONNECT_TIMEOUT_MAX_MS 60000u
+#define HEADER_NAME_MAX        128u
+#define PATH_MAX_LENGTH        1024u
+#define LABEL_PART_MAX         63u
 
 /* Fills error (when not NULL) and returns false, so callers can `return fail(...)`. */
 __attribute__((format(printf, 3, 4))) static bool fail(model_error *error, const char *field,
-                                                        const char *format, ...)
+                                                       const char *format, ...)
 {
     if (error == NULL)
         return false;
@@ -50,8 +50,8 @@ static const char *const protocol_names[] = {"http", "grpc", "tcp"};
 static const char *const lb_policy_names[] = {"round_robin", "least_request", "random",
                                               "ring_hash"};
 static const char *const health_names[] = {"healthy", "unhealthy", "draining"};
-static const char *const retry_condition_names[] = {
-    "5xx", "gateway-error", "connect-failure", "reset", "retriable-status-codes"};
+static const char *const retry_condition_names[] = {"5xx", "gateway-error", "connect-failure",
+                                                    "reset", "retriable-status-codes"};
 static const char *const entity_kind_names[] = {"service", "endpoint",   "routes",
                                                 "policy",  "join_token", "certificate"};
 static const char *const change_op_names[] = {"put", "delete"};
@@ -385,8 +385,8 @@ void model_endpoint_clear(model_endpoint *endpoint)
 static bool address_is_valid(const char *address)
 {
     unsigned char buffer[sizeof(struct in6_addr)];
-    return address != NULL && (inet_pton(AF_INET, address, buffer) == 1 ||
-                               inet_pton(AF_INET6, address, buffer) == 1);
+    return address != NULL &&
+           (inet_pton(AF_INET, address, buffer) == 1 || inet_pton(AF_INET6, address, buffer) == 1);
 }
 
 bool model_endpoint_validate(const model_endpoint *endpoint, model_error *error)
@@ -623,8 +623,8 @@ bool model_routes_validate(const model_routes *routes, model_error *error)
     return true;
 }
 
-static bool header_match_from_json(const json_t *object, const char *field,
-                                   model_header_match *out, model_error *error)
+static bool header_match_from_json(const json_t *object, const char *field, model_header_match *out,
+                                   model_error *error)
 {
     static const char *const keys[] = {"name", "exact", "prefix", "present", NULL};
     if (!json_is_object(object))
@@ -653,10 +653,9 @@ static bool header_match_from_json(const json_t *object, const char *field,
 static bool retries_from_json(const json_t *object, const char *field, model_retry_policy *out,
                               model_error *error)
 {
-    static const char *const keys[] = {"attempts",        "on",
-                                       "status_codes",    "per_try_timeout_ms",
-                                       "backoff_base_ms", "backoff_max_ms",
-                                       NULL};
+    static const char *const keys[] = {
+        "attempts",       "on", "status_codes", "per_try_timeout_ms", "backoff_base_ms",
+        "backoff_max_ms", NULL};
     if (!json_is_object(object))
         return fail(error, field, "must be an object");
     if (!check_keys(object, field, keys, error))
@@ -665,8 +664,8 @@ static bool retries_from_json(const json_t *object, const char *field, model_ret
     if (!read_uint(object, "attempts", field, 1, RETRY_ATTEMPTS_MAX, &out->attempts, error) ||
         !read_uint(object, "per_try_timeout_ms", field, 0, ROUTE_TIMEOUT_MAX_MS,
                    &out->per_try_timeout_ms, error) ||
-        !read_uint(object, "backoff_base_ms", field, 0, ROUTE_TIMEOUT_MAX_MS,
-                   &out->backoff_base_ms, error) ||
+        !read_uint(object, "backoff_base_ms", field, 0, ROUTE_TIMEOUT_MAX_MS, &out->backoff_base_ms,
+                   error) ||
         !read_uint(object, "backoff_max_ms", field, 0, ROUTE_TIMEOUT_MAX_MS, &out->backoff_max_ms,
                    error))
         return false;
@@ -677,8 +676,8 @@ static bool retries_from_json(const json_t *object, const char *field, model_ret
         return fail(error, path, "must be an array of retry conditions");
     for (size_t i = 0; i < json_array_size(on); i++) {
         json_t *item = json_array_get(on, i);
-        uint32_t bit = json_is_string(item) ? model_retry_condition_parse(json_string_value(item))
-                                            : 0;
+        uint32_t bit =
+            json_is_string(item) ? model_retry_condition_parse(json_string_value(item)) : 0;
         format_field(path, sizeof(path), "%s.on[%zu]", field, i);
         if (bit == 0)
             return fail(error, path,
@@ -731,8 +730,7 @@ static bool route_rule_from_json(const json_t *object, const char *field, model_
             return fail(error, path, "path_prefix and path_exact exclude each other");
         if (prefix != NULL || exact != NULL) {
             out->path_match = prefix ? MODEL_PATH_PREFIX : MODEL_PATH_EXACT;
-            if (!read_string(match, prefix ? "path_prefix" : "path_exact", path, &out->path,
-                             error))
+            if (!read_string(match, prefix ? "path_prefix" : "path_exact", path, &out->path, error))
                 return false;
         }
         json_t *headers = json_object_get(match, "headers");
@@ -782,8 +780,7 @@ static bool route_rule_from_json(const json_t *object, const char *field, model_
             json_t *weight = json_object_get(entry, "weight");
             if (!json_is_integer(weight) || json_integer_value(weight) < 1 ||
                 json_integer_value(weight) > SPLIT_WEIGHT_MAX)
-                return fail(error, subset_path, "weight must be an integer 1-%u",
-                            SPLIT_WEIGHT_MAX);
+                return fail(error, subset_path, "weight must be an integer 1-%u", SPLIT_WEIGHT_MAX);
             out->splits[i].weight = (uint32_t)json_integer_value(weight);
         }
     }
@@ -835,8 +832,8 @@ static json_t *route_rule_to_json(const model_route_rule *rule)
     json_t *object = json_object();
     json_t *match = json_object();
     if (rule->path_match != MODEL_PATH_ANY)
-        json_object_set_new(match, rule->path_match == MODEL_PATH_PREFIX ? "path_prefix"
-                                                                         : "path_exact",
+        json_object_set_new(match,
+                            rule->path_match == MODEL_PATH_PREFIX ? "path_prefix" : "path_exact",
                             json_string(rule->path));
     if (rule->header_count > 0) {
         json_t *headers = json_array();
@@ -870,8 +867,8 @@ static json_t *route_rule_to_json(const model_route_rule *rule)
             if (retries->on & (1u << bit))
                 json_array_append_new(on, json_string(retry_condition_names[bit]));
         }
-        json_t *object_retries = json_pack("{s:I,s:o}", "attempts", (json_int_t)retries->attempts,
-                                           "on", on);
+        json_t *object_retries =
+            json_pack("{s:I,s:o}", "attempts", (json_int_t)retries->attempts, "on", on);
         if (retries->status_code_count > 0) {
             json_t *codes = json_array();
             for (size_t i = 0; i < retries->status_code_count; i++)
@@ -950,8 +947,8 @@ bool model_policy_validate(const model_policy *policy, model_error *error)
            policy_rules_validate(policy->deny, policy->deny_count, "deny", error);
 }
 
-static bool policy_rules_from_json(const json_t *array, const char *name,
-                                   model_policy_rule **out, size_t *count, model_error *error)
+static bool policy_rules_from_json(const json_t *array, const char *name, model_policy_rule **out,
+                                   size_t *count, model_error *error)
 {
     static const char *const keys[] = {"from", "methods", "path_prefix", NULL};
     if (array == NULL)
@@ -1036,8 +1033,8 @@ static json_t *policy_rules_to_json(const model_policy_rule *rules, size_t count
 
 json_t *model_policy_to_json(const model_policy *policy)
 {
-    return json_pack("{s:s,s:o,s:o}", "default", policy->default_allow ? "allow" : "deny",
-                     "allow", policy_rules_to_json(policy->allow, policy->allow_count), "deny",
+    return json_pack("{s:s,s:o,s:o}", "default", policy->default_allow ? "allow" : "deny", "allow",
+                     policy_rules_to_json(policy->allow, policy->allow_count), "deny",
                      policy_rules_to_json(policy->deny, policy->deny_count));
 }
 

@@ -23,9 +23,9 @@
 #include <stdint.h>
 
 /* Limits shared by validation everywhere. */
-#define MODEL_NAME_MAX           63 /* service names and endpoint ids: DNS-label-like */
+#define MODEL_NAME_MAX            63 /* service names and endpoint ids: DNS-label-like */
 #define MODEL_ENDPOINT_WEIGHT_MAX 128
-#define MODEL_TTL_MAX_S          86400
+#define MODEL_TTL_MAX_S           86400
 
 /* A validation failure: what is wrong and which field. */
 typedef struct model_error {
@@ -159,8 +159,8 @@ bool model_service_validate(const model_service *service, model_error *error);
 typedef struct model_endpoint {
     char *service;
     char *id;
-    char *address;  /* IPv4 or IPv6 literal */
-    uint16_t port;  /* 1..65535 */
+    char *address;   /* IPv4 or IPv6 literal */
+    uint16_t port;   /* 1..65535 */
     uint32_t weight; /* 1..128, default 1 */
     model_labels labels;
     char *zone; /* "" when none */

@@ -22,19 +22,22 @@
 
 #define READER_POOL_MAX 8
 
-/* ---- schema ---- */
+/* ---- schema ----
+ * CHECK constraints list allowed values with OR, not IN (...): SQLite compiles
+ * an IN list of three or more into an ephemeral table built on every insert,
+ * which cost a third of the endpoint upsert's time. */
 
 /* migrations[i] brings a database from user_version i to i + 1. */
 static const char *const migrations[STORE_SCHEMA_VERSION] = {
     /* 1: the mesh configuration and its change log. */
     "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
-    "INSERT INTO store_meta (key, value) VALUES ('revision', 0), ('compacted_through', 0);"
+    "INSERT INTO store_meta (key, value) VALUES ('compacted_through', 0);"
     "CREATE TABLE services ("
     "  name TEXT PRIMARY KEY,"
     "  namespace TEXT NOT NULL,"
-    "  protocol TEXT NOT NULL CHECK (protocol IN ('http', 'grpc', 'tcp')),"
-    "  lb_policy TEXT NOT NULL"
-    "    CHECK (lb_policy IN ('round_robin', 'least_request', 'random', 'ring_hash')),"
+    "  protocol TEXT NOT NULL CHECK (protocol = 'http' OR protocol = 'grpc' OR protocol = 'tcp'),"
+    "  lb_policy TEXT NOT NULL CHECK (lb_policy = 'round_robin' OR lb_policy = 'least_request'"
+    "    OR lb_policy = 'random' OR lb_policy = 'ring_hash'),"
     "  connect_timeout_ms INTEGER NOT NULL CHECK (connect_timeout_ms BETWEEN 1 AND 60000),"
     "  outlier_consecutive_5xx INTEGER,"
     "  outlier_interval_ms INTEGER,"
@@ -55,7 +58,8 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "  weight INTEGER NOT NULL CHECK (weight BETWEEN 1 AND 128),"
     "  labels TEXT NOT NULL," /* JSON object */
     "  zone TEXT NOT NULL,"
-    "  health TEXT NOT NULL CHECK (health IN ('healthy', 'unhealthy', 'draining')),"
+    "  health TEXT NOT NULL"
+    "    CHECK (health = 'healthy' OR health = 'unhealthy' OR health = 'draining'),"
     "  ttl_s INTEGER NOT NULL CHECK (ttl_s >= 0),"
     "  expires_at_ms INTEGER NOT NULL,"
     "  expired INTEGER NOT NULL DEFAULT 0," /* 1: made unhealthy by the reaper */
@@ -74,13 +78,16 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "  document TEXT NOT NULL," /* model_policy_to_json */
     "  revision INTEGER NOT NULL"
     ") WITHOUT ROWID;"
+    /* One row per changed entity; position orders the rows of one revision.
+     * The current revision is the highest logged (or compacted) one. */
     "CREATE TABLE change_log ("
     "  revision INTEGER NOT NULL,"
+    "  position INTEGER NOT NULL,"
     "  kind TEXT NOT NULL,"
     "  key TEXT NOT NULL,"
-    "  op TEXT NOT NULL CHECK (op IN ('put', 'delete'))"
-    ");"
-    "CREATE INDEX change_log_by_revision ON change_log (revision);",
+    "  op TEXT NOT NULL CHECK (op = 'put' OR op = 'delete'),"
+    "  PRIMARY KEY (revision, position)"
+    ") WITHOUT ROWID;",
 
     /* 2: identity (join tokens, issued certificates) and proxy status. */
     "CREATE TABLE join_tokens ("
@@ -128,7 +135,7 @@ typedef enum statement_id {
     SQL_BEGIN,
     SQL_COMMIT,
     SQL_ROLLBACK,
-    SQL_SET_REVISION,
+    SQL_LAST_REVISION,
     SQL_META_GET,
     SQL_LOG_CHANGE,
     SQL_SERVICE_EXISTS,
@@ -193,9 +200,10 @@ static const char *const statement_sql[STATEMENT_COUNT] = {
     [SQL_BEGIN] = "BEGIN IMMEDIATE",
     [SQL_COMMIT] = "COMMIT",
     [SQL_ROLLBACK] = "ROLLBACK",
-    [SQL_SET_REVISION] = "UPDATE store_meta SET value = ?1 WHERE key = 'revision'",
+    [SQL_LAST_REVISION] = "SELECT max(revision) FROM change_log",
     [SQL_META_GET] = "SELECT value FROM store_meta WHERE key = ?1",
-    [SQL_LOG_CHANGE] = "INSERT INTO change_log (revision, kind, key, op) VALUES (?1, ?2, ?3, ?4)",
+    [SQL_LOG_CHANGE] = "INSERT INTO change_log (revision, position, kind, key, op) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5)",
     [SQL_SERVICE_EXISTS] = "SELECT 1 FROM services WHERE name = ?1",
     [SQL_SERVICE_UPSERT] =
         "INSERT INTO services (" SERVICE_COLUMNS ") VALUES "
@@ -224,8 +232,7 @@ static const char *const statement_sql[STATEMENT_COUNT] = {
     [SQL_ENDPOINT_IDS] = "SELECT id FROM endpoints WHERE service = ?1 ORDER BY id",
     [SQL_ENDPOINT_DELETE] = "DELETE FROM endpoints WHERE service = ?1 AND id = ?2",
     [SQL_ENDPOINT_DELETE_ALL] = "DELETE FROM endpoints WHERE service = ?1",
-    [SQL_ENDPOINT_TTL_GET] =
-        "SELECT ttl_s, expired FROM endpoints WHERE service = ?1 AND id = ?2",
+    [SQL_ENDPOINT_TTL_GET] = "SELECT ttl_s, expired FROM endpoints WHERE service = ?1 AND id = ?2",
     [SQL_ENDPOINT_HEARTBEAT] =
         "UPDATE endpoints SET expires_at_ms = ?3 + ttl_s * 1000, "
         "health = CASE WHEN expired THEN 'healthy' ELSE health END, "
@@ -283,7 +290,7 @@ static const char *const statement_sql[STATEMENT_COUNT] = {
         "LEFT JOIN proxy_type_status s ON s.node_id = p.node_id "
         "WHERE p.last_seen_ms >= ?1 ORDER BY p.node_id, s.type_url",
     [SQL_CHANGES_SINCE] = "SELECT revision, kind, key, op FROM change_log WHERE revision > ?1 "
-                          "AND revision <= ?2 ORDER BY rowid",
+                          "AND revision <= ?2 ORDER BY revision, position",
     [SQL_CHANGES_COMPACT] = "DELETE FROM change_log WHERE revision <= ?1",
     [SQL_SET_COMPACTED] = "UPDATE store_meta SET value = max(value, ?1) "
                           "WHERE key = 'compacted_through'",
@@ -303,6 +310,7 @@ struct store {
     pthread_mutex_t write_lock;
     connection writer;
     int64_t transaction_revision; /* 0 until the open transaction logs a change */
+    int64_t transaction_position; /* change-log rows written by the open transaction */
 
     pthread_mutex_t pool_lock;
     connection *idle_readers[READER_POOL_MAX];
@@ -402,10 +410,10 @@ static store_status connection_open(store *db, connection *conn, bool writer, st
     }
     sqlite3_extended_result_codes(conn->handle, 1);
     sqlite3_busy_timeout(conn->handle, db->busy_timeout_ms);
-    char pragmas[160];
+    char pragmas[256];
     snprintf(pragmas, sizeof(pragmas), "PRAGMA foreign_keys = ON; PRAGMA synchronous = %s;%s",
              db->synchronous_full ? "FULL" : "NORMAL",
-             writer ? " PRAGMA journal_mode = WAL;" : "");
+             writer ? " PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 8192;" : "");
     code = sqlite3_exec(conn->handle, pragmas, NULL, NULL, NULL);
     if (code != SQLITE_OK) {
         store_status status = sqlite_failure(error, conn->handle, code, "configuring the database");
@@ -418,8 +426,7 @@ static store_status connection_open(store *db, connection *conn, bool writer, st
 static connection *reader_acquire(store *db, store_error *error)
 {
     pthread_mutex_lock(&db->pool_lock);
-    connection *conn =
-        db->idle_reader_count > 0 ? db->idle_readers[--db->idle_reader_count] : NULL;
+    connection *conn = db->idle_reader_count > 0 ? db->idle_readers[--db->idle_reader_count] : NULL;
     pthread_mutex_unlock(&db->pool_lock);
     if (conn != NULL)
         return conn;
@@ -466,6 +473,7 @@ static store_status write_begin(store *db, store_error *error)
 {
     pthread_mutex_lock(&db->write_lock);
     db->transaction_revision = 0;
+    db->transaction_position = 0;
     store_status status = run_simple(&db->writer, SQL_BEGIN, error);
     if (status != STORE_OK)
         pthread_mutex_unlock(&db->write_lock);
@@ -482,21 +490,8 @@ static int64_t write_revision(store *db)
 
 /* Commits when status is STORE_OK, rolls back otherwise; releases the writer.
  * *revision (may be NULL) receives the revision after the transaction. */
-static store_status write_end(store *db, store_status status, int64_t *revision,
-                              store_error *error)
+static store_status write_end(store *db, store_status status, int64_t *revision, store_error *error)
 {
-    if (status == STORE_OK && db->transaction_revision != 0) {
-        sqlite3_stmt *stmt = statement(&db->writer, SQL_SET_REVISION, error);
-        if (stmt == NULL) {
-            status = error ? error->status : STORE_IO;
-        } else {
-            sqlite3_bind_int64(stmt, 1, db->transaction_revision);
-            int code = sqlite3_step(stmt);
-            finish(stmt);
-            if (code != SQLITE_DONE)
-                status = sqlite_failure(error, db->writer.handle, code, "advancing the revision");
-        }
-    }
     if (status == STORE_OK)
         status = run_simple(&db->writer, SQL_COMMIT, error);
     if (status != STORE_OK) {
@@ -519,9 +514,10 @@ static store_status log_change(store *db, model_entity_kind kind, const char *ke
     if (stmt == NULL)
         return error ? error->status : STORE_IO;
     sqlite3_bind_int64(stmt, 1, write_revision(db));
-    sqlite3_bind_text(stmt, 2, model_entity_kind_name(kind), -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 3, key, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(stmt, 4, model_change_op_name(op), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 2, db->transaction_position++);
+    sqlite3_bind_text(stmt, 3, model_entity_kind_name(kind), -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 4, key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 5, model_change_op_name(op), -1, SQLITE_STATIC);
     int code = sqlite3_step(stmt);
     finish(stmt);
     return code == SQLITE_DONE ? STORE_OK
@@ -609,9 +605,9 @@ static store_status migrate(store *db, int target, store_error *error)
         if (code == SQLITE_OK)
             code = sqlite3_exec(handle, "COMMIT", NULL, NULL, &message);
         if (code != SQLITE_OK) {
-            store_status status = set_error(
-                error, STORE_IO, NULL, "migrating schema from version %d to %d: %s", version,
-                version + 1, message ? message : sqlite3_errmsg(handle));
+            store_status status =
+                set_error(error, STORE_IO, NULL, "migrating schema from version %d to %d: %s",
+                          version, version + 1, message ? message : sqlite3_errmsg(handle));
             sqlite3_free(message);
             sqlite3_exec(handle, "ROLLBACK", NULL, NULL, NULL);
             return status;
@@ -622,8 +618,7 @@ static store_status migrate(store *db, int target, store_error *error)
     return STORE_OK;
 }
 
-static store_status read_meta(connection *conn, const char *key, int64_t *value,
-                              store_error *error)
+static store_status read_meta(connection *conn, const char *key, int64_t *value, store_error *error)
 {
     sqlite3_stmt *stmt = statement(conn, SQL_META_GET, error);
     if (stmt == NULL)
@@ -638,14 +633,35 @@ static store_status read_meta(connection *conn, const char *key, int64_t *value,
     return STORE_OK;
 }
 
+/* The current revision: the last one logged, or compacted away. */
+static store_status read_last_revision(store *db, int64_t *revision, store_error *error)
+{
+    int64_t compacted = 0;
+    store_status status = read_meta(&db->writer, "compacted_through", &compacted, error);
+    sqlite3_stmt *stmt =
+        status == STORE_OK ? statement(&db->writer, SQL_LAST_REVISION, error) : NULL;
+    if (status == STORE_OK && stmt == NULL)
+        status = error ? error->status : STORE_IO;
+    bool found = false;
+    if (status == STORE_OK)
+        status = step_row(db->writer.handle, stmt, &found, "reading the revision", error);
+    if (status != STORE_OK)
+        return status;
+    int64_t logged = found ? sqlite3_column_int64(stmt, 0) : 0;
+    finish(stmt);
+    *revision = logged > compacted ? logged : compacted;
+    return STORE_OK;
+}
+
 store_status store_open(const store_options *options, store **out, store_error *error)
 {
     *out = NULL;
-    int target = options->target_schema_version ? options->target_schema_version
-                                                : STORE_SCHEMA_VERSION;
+    int target =
+        options->target_schema_version ? options->target_schema_version : STORE_SCHEMA_VERSION;
     if (options->path == NULL || target < 1 || target > STORE_SCHEMA_VERSION)
-        return set_error(error, STORE_INVALID, NULL, "store_open needs a path and a schema "
-                                                     "version within 1-%d",
+        return set_error(error, STORE_INVALID, NULL,
+                         "store_open needs a path and a schema "
+                         "version within 1-%d",
                          STORE_SCHEMA_VERSION);
     store *db = calloc(1, sizeof(*db));
     if (db == NULL || (db->path = strdup(options->path)) == NULL) {
@@ -662,7 +678,7 @@ store_status store_open(const store_options *options, store **out, store_error *
         status = migrate(db, target, error);
     int64_t revision = 0;
     if (status == STORE_OK)
-        status = read_meta(&db->writer, "revision", &revision, error);
+        status = read_last_revision(db, &revision, error);
     if (status != STORE_OK) {
         store_close(db);
         return status;
@@ -869,8 +885,8 @@ store_status store_put_service(store *db, const model_service *service, bool *cr
     }
     bool existed = false;
     status = exists(db, SQL_SERVICE_EXISTS, service->name, NULL, &existed, error);
-    sqlite3_stmt *stmt = status == STORE_OK ? statement(&db->writer, SQL_SERVICE_UPSERT, error)
-                                            : NULL;
+    sqlite3_stmt *stmt =
+        status == STORE_OK ? statement(&db->writer, SQL_SERVICE_UPSERT, error) : NULL;
     if (status == STORE_OK && stmt == NULL)
         status = error ? error->status : STORE_IO;
     if (status == STORE_OK) {
@@ -1086,8 +1102,8 @@ store_status store_put_endpoint(store *db, const model_endpoint *endpoint, int64
     return status;
 }
 
-store_status store_get_endpoint(store *db, const char *service, const char *id,
-                                model_endpoint *out, store_error *error)
+store_status store_get_endpoint(store *db, const char *service, const char *id, model_endpoint *out,
+                                store_error *error)
 {
     model_endpoint_list list = {0};
     connection *conn = reader_acquire(db, error);
@@ -1122,9 +1138,8 @@ store_status store_list_endpoints(store *db, const char *service, model_endpoint
                                   store_error *error)
 {
     memset(out, 0, sizeof(*out));
-    store_status status =
-        read_rows(db, service ? SQL_ENDPOINT_LIST : SQL_ENDPOINT_LIST_ALL, service, 0,
-                  endpoint_row_reader, out, error);
+    store_status status = read_rows(db, service ? SQL_ENDPOINT_LIST : SQL_ENDPOINT_LIST_ALL,
+                                    service, 0, endpoint_row_reader, out, error);
     if (status != STORE_OK)
         model_endpoint_list_free(out);
     return status;
@@ -1147,8 +1162,8 @@ store_status store_delete_endpoint(store *db, const char *service, const char *i
 }
 
 store_status store_replace_endpoints(store *db, const char *service,
-                                     const model_endpoint *endpoints, size_t count,
-                                     int64_t now_ms, int64_t *revision, store_error *error)
+                                     const model_endpoint *endpoints, size_t count, int64_t now_ms,
+                                     int64_t *revision, store_error *error)
 {
     if (!model_name_is_valid(service))
         return set_error(error, STORE_INVALID, "service", "invalid service name");
@@ -1157,8 +1172,8 @@ store_status store_replace_endpoints(store *db, const char *service,
         model_error invalid;
         if (endpoint.service != NULL && strcmp(endpoint.service, service) != 0)
             return set_error(error, STORE_INVALID, "service",
-                             "endpoint %zu belongs to service '%s', not '%s'", i,
-                             endpoint.service, service);
+                             "endpoint %zu belongs to service '%s', not '%s'", i, endpoint.service,
+                             service);
         endpoint.service = (char *)service;
         if (!model_endpoint_validate(&endpoint, &invalid)) {
             store_status status = invalid_from_model(error, &invalid);
@@ -1232,7 +1247,8 @@ store_status store_heartbeat_endpoint(store *db, const char *service, const char
                            "endpoint '%s' has no TTL; heartbeats apply to endpoints registered "
                            "with ttl_s",
                            id);
-    if (status == STORE_OK && (stmt = statement(&db->writer, SQL_ENDPOINT_HEARTBEAT, error)) == NULL)
+    if (status == STORE_OK &&
+        (stmt = statement(&db->writer, SQL_ENDPOINT_HEARTBEAT, error)) == NULL)
         status = error ? error->status : STORE_IO;
     if (status == STORE_OK) {
         sqlite3_bind_text(stmt, 1, service, -1, SQLITE_STATIC);
@@ -1248,8 +1264,7 @@ store_status store_heartbeat_endpoint(store *db, const char *service, const char
 }
 
 store_status store_set_endpoint_health(store *db, const char *service, const char *id,
-                                       model_health health, int64_t *revision,
-                                       store_error *error)
+                                       model_health health, int64_t *revision, store_error *error)
 {
     if ((unsigned)health > MODEL_HEALTH_DRAINING)
         return set_error(error, STORE_INVALID, "health",
@@ -1355,9 +1370,8 @@ static store_status document_put(store *db, statement_id id, model_entity_kind k
 }
 
 /* Reads a document row; *document is a new reference. */
-static store_status document_get(store *db, statement_id id, const char *what,
-                                 const char *service, json_t **document, int64_t *revision,
-                                 store_error *error)
+static store_status document_get(store *db, statement_id id, const char *what, const char *service,
+                                 json_t **document, int64_t *revision, store_error *error)
 {
     *document = NULL;
     connection *conn = reader_acquire(db, error);
@@ -1371,8 +1385,8 @@ static store_status document_get(store *db, statement_id id, const char *what,
         status = step_row(conn->handle, stmt, &found, "reading", error);
         if (status == STORE_OK) {
             if (!found) {
-                status = set_error(error, STORE_NOT_FOUND, "service",
-                                   "service '%s' has no %s", service, what);
+                status = set_error(error, STORE_NOT_FOUND, "service", "service '%s' has no %s",
+                                   service, what);
             } else {
                 *document = json_column(stmt, 0);
                 *revision = sqlite3_column_int64(stmt, 1);
@@ -1414,8 +1428,7 @@ store_status store_put_routes(store *db, const model_routes *routes, int64_t *re
                         model_routes_to_json(routes), revision, error);
 }
 
-store_status store_get_routes(store *db, const char *service, model_routes *out,
-                              store_error *error)
+store_status store_get_routes(store *db, const char *service, model_routes *out, store_error *error)
 {
     json_t *document = NULL;
     int64_t revision = 0;
@@ -1455,8 +1468,7 @@ store_status store_put_policy(store *db, const model_policy *policy, int64_t *re
                         model_policy_to_json(policy), revision, error);
 }
 
-store_status store_get_policy(store *db, const char *service, model_policy *out,
-                              store_error *error)
+store_status store_get_policy(store *db, const char *service, model_policy *out, store_error *error)
 {
     json_t *document = NULL;
     int64_t revision = 0;
@@ -1510,8 +1522,8 @@ static store_status token_row_reader(sqlite3_stmt *stmt, void *context)
     return token ? token_from_row(stmt, token) : STORE_IO;
 }
 
-store_status store_create_join_token(store *db, const model_join_token *token,
-                                     int64_t *revision, store_error *error)
+store_status store_create_join_token(store *db, const model_join_token *token, int64_t *revision,
+                                     store_error *error)
 {
     if (token->id == NULL || token->id[0] == '\0')
         return set_error(error, STORE_INVALID, "id", "a join token needs an id");
@@ -1522,8 +1534,9 @@ store_status store_create_join_token(store *db, const model_join_token *token,
     if (token->uses_allowed < 1)
         return set_error(error, STORE_INVALID, "uses", "uses must be at least 1");
     if (token->expires_at_ms <= token->created_at_ms)
-        return set_error(error, STORE_INVALID, "ttl_s", "a join token must expire after it is "
-                                                        "created");
+        return set_error(error, STORE_INVALID, "ttl_s",
+                         "a join token must expire after it is "
+                         "created");
     store_status status = write_begin(db, error);
     if (status != STORE_OK)
         return status;
@@ -1573,8 +1586,7 @@ store_status store_delete_join_token(store *db, const char *id, int64_t *revisio
 }
 
 store_status store_consume_join_token(store *db, const uint8_t hash[MODEL_TOKEN_HASH_SIZE],
-                                      int64_t now_ms, model_join_token *out,
-                                      store_error *error)
+                                      int64_t now_ms, model_join_token *out, store_error *error)
 {
     store_status status = write_begin(db, error);
     if (status != STORE_OK)
@@ -1595,8 +1607,7 @@ store_status store_consume_join_token(store *db, const uint8_t hash[MODEL_TOKEN_
     if (status == STORE_OK && !found)
         status = set_error(error, STORE_NOT_FOUND, "token", "unknown join token");
     if (status == STORE_OK && now_ms >= token.expires_at_ms)
-        status = set_error(error, STORE_CONFLICT, "token", "join token '%s' has expired",
-                           token.id);
+        status = set_error(error, STORE_CONFLICT, "token", "join token '%s' has expired", token.id);
     if (status == STORE_OK && token.uses >= token.uses_allowed)
         status = set_error(error, STORE_CONFLICT, "token", "join token '%s' is used up (%u of %u)",
                            token.id, token.uses, token.uses_allowed);
@@ -1667,17 +1678,17 @@ store_status store_record_certificate(store *db, const model_certificate *certif
                       certificate->serial);
     }
     if (status == STORE_OK)
-        status = log_change(db, MODEL_KIND_CERTIFICATE, certificate->serial, MODEL_CHANGE_PUT,
-                            error);
+        status =
+            log_change(db, MODEL_KIND_CERTIFICATE, certificate->serial, MODEL_CHANGE_PUT, error);
     return write_end(db, status, revision, error);
 }
 
-store_status store_list_certificates(store *db, const char *identity,
-                                     model_certificate_list *out, store_error *error)
+store_status store_list_certificates(store *db, const char *identity, model_certificate_list *out,
+                                     store_error *error)
 {
     memset(out, 0, sizeof(*out));
-    store_status status = read_rows(db, identity ? SQL_CERT_LIST_IDENTITY : SQL_CERT_LIST,
-                                    identity, 0, certificate_row_reader, out, error);
+    store_status status = read_rows(db, identity ? SQL_CERT_LIST_IDENTITY : SQL_CERT_LIST, identity,
+                                    0, certificate_row_reader, out, error);
     if (status != STORE_OK)
         model_certificate_list_free(out);
     return status;
@@ -1701,11 +1712,11 @@ store_status store_revoke_certificate(store *db, const char *serial, int64_t now
         }
     }
     if (status == STORE_OK && !found)
-        status = set_error(error, STORE_NOT_FOUND, "serial", "no certificate with serial %s",
-                           serial);
+        status =
+            set_error(error, STORE_NOT_FOUND, "serial", "no certificate with serial %s", serial);
     if (status == STORE_OK && revoked)
-        status = set_error(error, STORE_CONFLICT, "serial", "certificate %s is already revoked",
-                           serial);
+        status =
+            set_error(error, STORE_CONFLICT, "serial", "certificate %s is already revoked", serial);
     if (status == STORE_OK && (stmt = statement(&db->writer, SQL_CERT_REVOKE, error)) == NULL)
         status = error ? error->status : STORE_IO;
     if (status == STORE_OK) {
@@ -1718,12 +1729,12 @@ store_status store_revoke_certificate(store *db, const char *serial, int64_t now
     return write_end(db, status, revision, error);
 }
 
-store_status store_list_revoked_certificates(store *db, int64_t now_ms,
-                                             model_certificate_list *out, store_error *error)
+store_status store_list_revoked_certificates(store *db, int64_t now_ms, model_certificate_list *out,
+                                             store_error *error)
 {
     memset(out, 0, sizeof(*out));
-    store_status status = read_rows(db, SQL_CERT_LIST_REVOKED, NULL, now_ms,
-                                    certificate_row_reader, out, error);
+    store_status status =
+        read_rows(db, SQL_CERT_LIST_REVOKED, NULL, now_ms, certificate_row_reader, out, error);
     if (status != STORE_OK)
         model_certificate_list_free(out);
     return status;
@@ -1732,8 +1743,8 @@ store_status store_list_revoked_certificates(store *db, int64_t now_ms,
 /* ---- proxies ---- */
 
 store_status store_proxy_connected(store *db, const char *node_id, const char *identity,
-                                   const char *service, const char *namespace_name,
-                                   int64_t now_ms, store_error *error)
+                                   const char *service, const char *namespace_name, int64_t now_ms,
+                                   store_error *error)
 {
     if (node_id == NULL || node_id[0] == '\0')
         return set_error(error, STORE_INVALID, "node_id", "a proxy needs a node id");

@@ -47,9 +47,9 @@ typedef struct store_error {
 const char *store_status_name(store_status status);
 
 typedef struct store_options {
-    const char *path;        /* database file; created when absent */
-    bool synchronous_full;   /* PRAGMA synchronous=FULL instead of NORMAL */
-    int busy_timeout_ms;     /* 0: 5000 */
+    const char *path;          /* database file; created when absent */
+    bool synchronous_full;     /* PRAGMA synchronous=FULL instead of NORMAL */
+    int busy_timeout_ms;       /* 0: 5000 */
     int target_schema_version; /* 0: STORE_SCHEMA_VERSION. Tests and tools use
                                   lower values to create older databases. */
 } store_options;
@@ -90,8 +90,8 @@ store_status store_delete_service(store *db, const char *name, int64_t *revision
  * now_ms + ttl_s unless it heartbeats. */
 store_status store_put_endpoint(store *db, const model_endpoint *endpoint, int64_t now_ms,
                                 bool *created, int64_t *revision, store_error *error);
-store_status store_get_endpoint(store *db, const char *service, const char *id,
-                                model_endpoint *out, store_error *error);
+store_status store_get_endpoint(store *db, const char *service, const char *id, model_endpoint *out,
+                                store_error *error);
 /* Endpoints of one service (service NULL: of every service), ordered by
  * service then id. */
 store_status store_list_endpoints(store *db, const char *service, model_endpoint_list *out,
@@ -101,15 +101,14 @@ store_status store_delete_endpoint(store *db, const char *service, const char *i
 /* Replaces the whole endpoint set of a service in one transaction. Every
  * endpoint's service field must be NULL or equal to service; ids unique. */
 store_status store_replace_endpoints(store *db, const char *service,
-                                     const model_endpoint *endpoints, size_t count,
-                                     int64_t now_ms, int64_t *revision, store_error *error);
+                                     const model_endpoint *endpoints, size_t count, int64_t now_ms,
+                                     int64_t *revision, store_error *error);
 /* Extends the TTL (now_ms + ttl_s); an unhealthy endpoint that had expired
  * becomes healthy again. STORE_CONFLICT when the endpoint has no TTL. */
 store_status store_heartbeat_endpoint(store *db, const char *service, const char *id,
                                       int64_t now_ms, int64_t *revision, store_error *error);
 store_status store_set_endpoint_health(store *db, const char *service, const char *id,
-                                       model_health health, int64_t *revision,
-                                       store_error *error);
+                                       model_health health, int64_t *revision, store_error *error);
 /* Marks every healthy endpoint whose TTL passed before now_ms unhealthy, in one
  * transaction. *reaped receives the count; *revision is unchanged when 0. */
 store_status store_reap_expired_endpoints(store *db, int64_t now_ms, size_t *reaped,
@@ -134,8 +133,8 @@ store_status store_delete_policy(store *db, const char *service, int64_t *revisi
 
 /* Records a token (its hash, never the secret). STORE_CONFLICT on a duplicate
  * id or hash. */
-store_status store_create_join_token(store *db, const model_join_token *token,
-                                     int64_t *revision, store_error *error);
+store_status store_create_join_token(store *db, const model_join_token *token, int64_t *revision,
+                                     store_error *error);
 store_status store_list_join_tokens(store *db, model_join_token_list *out, store_error *error);
 store_status store_delete_join_token(store *db, const char *id, int64_t *revision,
                                      store_error *error);
@@ -144,29 +143,28 @@ store_status store_delete_join_token(store *db, const char *id, int64_t *revisio
  * STORE_CONFLICT when expired or used up. *out (may be NULL) gets the token as
  * it is after the use. */
 store_status store_consume_join_token(store *db, const uint8_t hash[MODEL_TOKEN_HASH_SIZE],
-                                      int64_t now_ms, model_join_token *out,
-                                      store_error *error);
+                                      int64_t now_ms, model_join_token *out, store_error *error);
 
 /* ---- issued certificates ---- */
 
 store_status store_record_certificate(store *db, const model_certificate *certificate,
                                       int64_t *revision, store_error *error);
 /* identity NULL: all. Ordered by not_before. */
-store_status store_list_certificates(store *db, const char *identity,
-                                     model_certificate_list *out, store_error *error);
+store_status store_list_certificates(store *db, const char *identity, model_certificate_list *out,
+                                     store_error *error);
 /* STORE_NOT_FOUND for an unknown serial, STORE_CONFLICT when already revoked. */
 store_status store_revoke_certificate(store *db, const char *serial, int64_t now_ms,
                                       int64_t *revision, store_error *error);
 /* Revoked certificates that have not expired at now_ms (the CRL's content). */
-store_status store_list_revoked_certificates(store *db, int64_t now_ms,
-                                             model_certificate_list *out, store_error *error);
+store_status store_list_revoked_certificates(store *db, int64_t now_ms, model_certificate_list *out,
+                                             store_error *error);
 
 /* ---- proxies (status; does not advance the revision) ---- */
 
 /* Marks a proxy connected (creating it), resetting nothing of its type status. */
 store_status store_proxy_connected(store *db, const char *node_id, const char *identity,
-                                   const char *service, const char *namespace_name,
-                                   int64_t now_ms, store_error *error);
+                                   const char *service, const char *namespace_name, int64_t now_ms,
+                                   store_error *error);
 store_status store_proxy_disconnected(store *db, const char *node_id, int64_t now_ms,
                                       store_error *error);
 /* An ACK of version for type_url clears the type's NACK. */

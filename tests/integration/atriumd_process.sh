@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# atriumd as a user runs it: starts on a fresh data directory, logs its
+# listener, answers /healthz, refuses a second instance on the same data
+# directory, reads a config file, rejects bad flags, and stops cleanly (exit 0,
+# database closed) on SIGTERM and SIGINT. Every server it starts is stopped on
+# exit, even when a check fails.
+set -euo pipefail
+
+atriumd=${1:?usage: atriumd_process.sh path/to/atriumd}
+work=$(mktemp -d /tmp/atrium-process-XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+passes=0
+failures=0
+check() { # check NAME COMMAND...
+  local name=$1; shift
+  if "$@"; then echo "ok   $name"; passes=$((passes + 1)); else echo "FAIL $name"; failures=$((failures + 1)); fi
+}
+
+# start_atriumd LOG ARGS... : starts atriumd in the background, waits for
+# "ready", sets $pid and $port (the REST port it logged).
+start_atriumd() {
+  local log=$1; shift
+  "$atriumd" "$@" 2>"$log" &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 1 100); do
+    grep -q ' ready ' "$log" && break
+    kill -0 "$pid" 2>/dev/null || { cat "$log"; return 1; }
+    sleep 0.05
+  done
+  port=$(sed -n 's/.*admin REST API listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log")
+  [ -n "$port" ]
+}
+
+# stop_atriumd SIGNAL : signals $pid and waits; sets $status.
+stop_atriumd() {
+  kill "-$1" "$pid"
+  set +e; wait "$pid"; status=$?; set -e
+}
+
+# 1. First start on a fresh directory, /healthz, one line per listener.
+start_atriumd "$work/first.log" --data-dir "$work/data" --rest-addr 127.0.0.1:0
+check "data directory created with mode 0700" \
+  test "$(stat -c %a "$work/data")" = 700
+check "database created" test -f "$work/data/atrium.db"
+check "one log line for the REST listener" \
+  test "$(grep -c 'listening on' "$work/first.log")" -eq 1
+check "/healthz answers ok" \
+  bash -c "curl -sf http://127.0.0.1:$port/healthz | grep -q '\"status\":\"ok\"'"
+check "unknown path is a JSON 404" \
+  bash -c "test \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/nope)\" = 404"
+
+# 2. A second atriumd on the same data directory refuses to start.
+set +e
+"$atriumd" --data-dir "$work/data" --rest-addr 127.0.0.1:0 2>"$work/second.log"
+second_status=$?
+set -e
+check "second instance exits non-zero" test "$second_status" -ne 0
+check "second instance says the directory is in use, and by whom" \
+  grep -q "in use by another atriumd (pid $pid)" "$work/second.log"
+check "first instance still serves" curl -sf "http://127.0.0.1:$port/healthz" -o /dev/null
+
+# 3. SIGTERM stops it cleanly.
+stop_atriumd TERM
+check "SIGTERM: exit status 0" test "$status" -eq 0
+check "SIGTERM: logs shutdown and database closed" grep -q 'database closed' "$work/first.log"
+check "database intact after stop" \
+  bash -c "sqlite3 '$work/data/atrium.db' 'PRAGMA integrity_check' | grep -qx ok"
+
+# 4. Config file; restart on the same directory (the lock was released); SIGINT.
+cat >"$work/atriumd.json" <<JSON
+{"data_dir": "$work/data", "rest_addr": "127.0.0.1:0", "synchronous": "full"}
+JSON
+start_atriumd "$work/config.log" --config "$work/atriumd.json"
+check "config file: data dir reused, synchronous=full" \
+  grep -q "store $work/data/atrium.db open (schema [0-9]*, revision 0, synchronous=full)" \
+  "$work/config.log"
+stop_atriumd INT
+check "SIGINT: exit status 0" test "$status" -eq 0
+
+# 5. Bad input: a clear message and exit status 2, nothing started.
+set +e
+"$atriumd" --rest-addr nowhere 2>"$work/bad.log"; bad_status=$?
+"$atriumd" --help >"$work/help.txt"; help_status=$?
+set -e
+check "bad address: exit 2" test "$bad_status" -eq 2
+check "bad address: message names the option" grep -q "rest-addr: 'nowhere'" "$work/bad.log"
+check "--help: exit 0 and lists the options" \
+  bash -c "test $help_status -eq 0 && grep -q -- --data-dir '$work/help.txt'"
+
+# 6. A port already taken: a clear error, exit non-zero, lock released.
+start_atriumd "$work/holder.log" --data-dir "$work/holder" --rest-addr 127.0.0.1:0
+set +e
+"$atriumd" --data-dir "$work/other" --rest-addr "127.0.0.1:$port" 2>"$work/taken.log"
+taken_status=$?
+set -e
+check "port in use: exit non-zero with the address" \
+  bash -c "test $taken_status -ne 0 && grep -q 'cannot listen on 127.0.0.1:$port' '$work/taken.log'"
+stop_atriumd TERM
+
+echo "$passes passed, $failures failed"
+[ "$failures" -eq 0 ]
