@@ -66,7 +66,7 @@ static store *open_fresh(const char *dir, const char *name, bool full)
     model_service_init(&service);
     service.name = "bench";
     store_error put_error;
-    if (store_put_service(db, &service, NULL, NULL, &put_error) != STORE_OK)
+    if (store_put_service(db, &service, 0, NULL, NULL, &put_error) != STORE_OK)
         fail("put service", &put_error);
     return db;
 }
@@ -90,7 +90,7 @@ static result bench_upserts(store *db, double seconds, int64_t *durations)
         snprintf(id, sizeof(id), "e%zu", count % 10000);
         endpoint.port = (uint16_t)(1024 + count % 50000);
         int64_t before = now_ns();
-        if (store_put_endpoint(db, &endpoint, clock_wall_ms(), NULL, NULL, &error) != STORE_OK)
+        if (store_put_endpoint(db, &endpoint, 0, clock_wall_ms(), NULL, NULL, &error) != STORE_OK)
             fail("put endpoint", &error);
         durations[count++] = now_ns() - before;
     }

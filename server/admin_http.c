@@ -1,15 +1,22 @@
 /*
  * admin_http.c — the admin HTTP listener: an evhttp server with its own
- * event_base and thread. Every answer is JSON; errors use the shape
- * {"error": {"code", "message"}} of the REST API.
+ * event_base and thread. It does what is HTTP about the admin API — the
+ * bearer token, body size and media type, JSON syntax errors with line and
+ * column, If-Match and ?dry_run, status lines, ETags, /healthz and /metrics —
+ * and hands parsed calls to rest_api.
  */
 #include "admin_http.h"
 
 #include "address.h"
+#include "admin_metrics.h"
+#include "admin_token.h"
+#include "clock.h"
+#include "rest_api.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 #include <event2/util.h>
 #include <jansson.h>
@@ -17,63 +24,298 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* evhttp itself refuses bodies past this; between REST_BODY_MAX and this we
+ * answer 413 in JSON. */
+#define TRANSPORT_BODY_MAX (8 * REST_BODY_MAX)
 
 struct admin_http {
     store *db;
+    char token[ADMIN_TOKEN_LENGTH + 1];
+    admin_metrics *metrics;
     struct event_base *base;
     struct evhttp *http;
     struct event *stop_event; /* activated from another thread to end the loop */
     pthread_t thread;
 };
 
-/* Sends a JSON body (takes the reference) with the given status. */
-static void send_json(struct evhttp_request *request, int code, const char *reason, json_t *body)
+static const char *reason_phrase(int status)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
+    switch (status) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return status >= 500 ? "Internal Server Error" : "Error";
+    }
+}
+
+static const char *method_name(enum evhttp_cmd_type command)
+{
+    switch (command) {
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    default:
+        return "OTHER";
+    }
+}
+
+static void send_reply(struct evhttp_request *request, const rest_reply *reply)
+{
+    struct evkeyvalq *headers = evhttp_request_get_output_headers(request);
     struct evbuffer *buffer = evbuffer_new();
-    if (buffer == NULL || text == NULL) {
-        free(text);
-        if (buffer)
-            evbuffer_free(buffer);
-        evhttp_send_error(request, HTTP_INTERNAL, "out of memory");
+    if (buffer == NULL) {
+        evhttp_send_error(request, 500, "out of memory");
         return;
     }
-    evbuffer_add_printf(buffer, "%s\n", text);
-    free(text);
-    evhttp_add_header(evhttp_request_get_output_headers(request), "Content-Type",
-                      "application/json");
-    evhttp_send_reply(request, code, reason, buffer);
+    if (reply->body != NULL) {
+        char *text = json_dumps(reply->body, JSON_COMPACT);
+        if (text != NULL) {
+            evbuffer_add(buffer, text, strlen(text));
+            evbuffer_add(buffer, "\n", 1);
+            free(text);
+        }
+        evhttp_add_header(headers, "Content-Type", "application/json");
+    }
+    if (reply->etag > 0) {
+        char etag[32];
+        snprintf(etag, sizeof(etag), "\"%lld\"", (long long)reply->etag);
+        evhttp_add_header(headers, "ETag", etag);
+    }
+    evhttp_send_reply(request, reply->status, reason_phrase(reply->status), buffer);
     evbuffer_free(buffer);
 }
 
-static void send_error(struct evhttp_request *request, int code, const char *reason,
-                       const char *error_code, const char *message)
+/* If-Match: "*" or an ETag we gave out ("12", or weak W/"12"). Returns 0 when
+ * absent; -2 when malformed. */
+static int64_t parse_if_match(const char *value)
 {
-    send_json(request, code, reason,
-              json_pack("{s:{s:s,s:s}}", "error", "code", error_code, "message", message));
+    if (value == NULL)
+        return 0;
+    while (*value == ' ')
+        value++;
+    if (strcmp(value, "*") == 0)
+        return STORE_IF_EXISTS;
+    if (strncmp(value, "W/", 2) == 0)
+        value += 2;
+    char *end = NULL;
+    long long revision = value[0] == '"' ? strtoll(value + 1, &end, 10) : 0;
+    if (end == NULL || end == value + 1 || end[0] != '"' || end[1] != '\0' || revision <= 0)
+        return -2;
+    return revision;
 }
 
-static void handle_healthz(struct evhttp_request *request, void *context)
+/* Reads the JSON body into *body (NULL when empty). Returns false with the
+ * reply filled when it is too large, not JSON, or malformed. */
+static bool read_body(struct evhttp_request *request, json_t **body, rest_reply *reply)
 {
-    admin_http *server = context;
-    if (evhttp_request_get_command(request) != EVHTTP_REQ_GET) {
-        send_error(request, 405, "Method Not Allowed", "method_not_allowed",
-                   "/healthz answers GET only");
-        return;
+    *body = NULL;
+    struct evbuffer *input = evhttp_request_get_input_buffer(request);
+    size_t length = evbuffer_get_length(input);
+    if (length == 0)
+        return true;
+    if (length > REST_BODY_MAX) {
+        rest_reply_error(reply, 413, "payload_too_large", NULL,
+                         "body of %zu bytes is over the limit of %d", length, REST_BODY_MAX);
+        return false;
     }
+    const char *type =
+        evhttp_find_header(evhttp_request_get_input_headers(request), "Content-Type");
+    if (type == NULL || strncasecmp(type, "application/json", 16) != 0 ||
+        (type[16] != '\0' && type[16] != ';')) {
+        rest_reply_error(reply, 415, "unsupported_media_type", NULL,
+                         "bodies must be JSON with Content-Type: application/json (got %s)",
+                         type ? type : "none");
+        return false;
+    }
+    json_error_t error;
+    *body = json_loadb((const char *)evbuffer_pullup(input, -1), length, JSON_REJECT_DUPLICATES,
+                       &error);
+    if (*body == NULL) {
+        rest_reply_error(reply, 400, "invalid_json", NULL, "invalid JSON at line %d, column %d: %s",
+                         error.line, error.column, error.text);
+        return false;
+    }
+    return true;
+}
+
+/* ?dry_run=true|false is the only query parameter. */
+static bool read_query(const struct evhttp_uri *uri, bool *dry_run, rest_reply *reply)
+{
+    *dry_run = false;
+    const char *query = evhttp_uri_get_query(uri);
+    if (query == NULL || query[0] == '\0')
+        return true;
+    struct evkeyvalq parameters;
+    if (evhttp_parse_query_str(query, &parameters) != 0) {
+        rest_reply_error(reply, 400, "invalid", NULL, "malformed query string");
+        return false;
+    }
+    bool ok = true;
+    for (struct evkeyval *item = parameters.tqh_first; item && ok; item = item->next.tqe_next) {
+        if (strcmp(item->key, "dry_run") != 0) {
+            rest_reply_error(reply, 400, "invalid", item->key,
+                             "unknown query parameter '%s' (only dry_run)", item->key);
+            ok = false;
+        } else if (strcmp(item->value, "true") == 0 || strcmp(item->value, "1") == 0) {
+            *dry_run = true;
+        } else if (strcmp(item->value, "false") != 0 && strcmp(item->value, "0") != 0) {
+            rest_reply_error(reply, 400, "invalid", "dry_run", "dry_run must be true or false");
+            ok = false;
+        }
+    }
+    evhttp_clear_headers(&parameters);
+    return ok;
+}
+
+static void serve_metrics(admin_http *server, struct evhttp_request *request, rest_reply *reply)
+{
     int64_t revision = 0;
     store_revision(server->db, &revision, NULL);
-    send_json(request, HTTP_OK, "OK",
-              json_pack("{s:s,s:I}", "status", "ok", "revision", (json_int_t)revision));
+    char *text = admin_metrics_render(server->metrics, revision);
+    struct evbuffer *buffer = evbuffer_new();
+    if (text == NULL || buffer == NULL) {
+        free(text);
+        if (buffer)
+            evbuffer_free(buffer);
+        rest_reply_error(reply, 500, "internal", NULL, "out of memory");
+        send_reply(request, reply);
+        return;
+    }
+    evbuffer_add(buffer, text, strlen(text));
+    free(text);
+    evhttp_add_header(evhttp_request_get_output_headers(request), "Content-Type",
+                      "text/plain; version=0.0.4");
+    evhttp_send_reply(request, 200, "OK", buffer);
+    evbuffer_free(buffer);
+    reply->status = 200;
 }
 
-static void handle_unknown(struct evhttp_request *request, void *context)
+/* Everything between authentication and the handler; fills reply. Returns
+ * the route pattern for the metrics label. */
+static const char *serve_api(admin_http *server, struct evhttp_request *request, const char *method,
+                             const char *path, rest_reply *reply)
 {
-    (void)context;
-    char message[512];
-    snprintf(message, sizeof(message), "no such resource: %s", evhttp_request_get_uri(request));
-    send_error(request, HTTP_NOTFOUND, "Not Found", "not_found", message);
+    rest_call call;
+    memset(&call, 0, sizeof(call));
+    call.method = method;
+    const rest_route *route = NULL;
+    char allowed[64];
+    switch (rest_api_find(method, path, &route, &call, allowed, sizeof(allowed))) {
+    case REST_NO_ROUTE:
+        rest_reply_error(reply, 404, "not_found", NULL, "no such resource: %s", path);
+        return "unmatched";
+    case REST_WRONG_METHOD:
+        evhttp_add_header(evhttp_request_get_output_headers(request), "Allow", allowed);
+        rest_reply_error(reply, 405, "method_not_allowed", NULL,
+                         "%s does not answer %s (allowed: %s)", path, method, allowed);
+        return "unmatched";
+    case REST_MATCHED:
+        break;
+    }
+    const char *pattern = rest_route_pattern(route);
+    json_t *body = NULL;
+    if (!read_query(evhttp_request_get_evhttp_uri(request), &call.dry_run, reply) ||
+        !read_body(request, &body, reply))
+        return pattern;
+    call.if_revision =
+        parse_if_match(evhttp_find_header(evhttp_request_get_input_headers(request), "If-Match"));
+    if (call.if_revision == -2) {
+        rest_reply_error(reply, 412, "precondition_failed", NULL,
+                         "If-Match must be * or an ETag this API gave out, like \"42\"");
+        json_decref(body);
+        return pattern;
+    }
+    call.body = body;
+    call.now_ms = clock_wall_ms();
+    rest_api_handle(route, server->db, &call, reply);
+    json_decref(body);
+    return pattern;
+}
+
+static double seconds_now(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
+static void handle_request(struct evhttp_request *request, void *context)
+{
+    admin_http *server = context;
+    double start = seconds_now();
+    const char *method = method_name(evhttp_request_get_command(request));
+    const char *raw_path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(request));
+    char *path = evhttp_uridecode(raw_path ? raw_path : "/", 0, NULL);
+    const char *route = "unmatched";
+    rest_reply reply = {0};
+    if (path == NULL) {
+        rest_reply_error(&reply, 400, "invalid", NULL, "malformed path");
+    } else if (strcmp(path, ADMIN_HTTP_HEALTH_PATH) == 0) {
+        route = ADMIN_HTTP_HEALTH_PATH;
+        int64_t revision = 0;
+        store_revision(server->db, &revision, NULL);
+        if (strcmp(method, "GET") != 0) {
+            evhttp_add_header(evhttp_request_get_output_headers(request), "Allow", "GET");
+            rest_reply_error(&reply, 405, "method_not_allowed", NULL, "/healthz answers GET only");
+        } else {
+            reply.status = 200;
+            reply.body = json_pack("{s:s,s:I}", "status", "ok", "revision", (json_int_t)revision);
+        }
+    } else if (!admin_token_authorizes(server->token,
+                                       evhttp_find_header(evhttp_request_get_input_headers(request),
+                                                          "Authorization"))) {
+        evhttp_add_header(evhttp_request_get_output_headers(request), "WWW-Authenticate",
+                          "Bearer realm=\"atrium\"");
+        rest_reply_error(&reply, 401, "unauthorized", NULL,
+                         "missing or wrong bearer token (Authorization: Bearer <token from "
+                         "<data-dir>/admin.token>)");
+    } else if (strcmp(path, ADMIN_HTTP_METRICS_PATH) == 0 && strcmp(method, "GET") == 0) {
+        route = ADMIN_HTTP_METRICS_PATH;
+        serve_metrics(server, request, &reply);
+        admin_metrics_record(server->metrics, route, method, reply.status, seconds_now() - start);
+        free(path);
+        return;
+    } else {
+        route = serve_api(server, request, method, path, &reply);
+    }
+    free(path);
+    send_reply(request, &reply);
+    admin_metrics_record(server->metrics, route, method, reply.status, seconds_now() - start);
+    rest_reply_clear(&reply);
 }
 
 static void stop_loop(evutil_socket_t fd, short events, void *context)
@@ -90,22 +332,28 @@ static void *serve(void *context)
     return NULL;
 }
 
-int admin_http_start(const char *address, store *db, admin_http **out, uint16_t *bound_port,
-                     char *error, size_t error_size)
+int admin_http_start(const char *address, store *db, const char *token, admin_http **out,
+                     uint16_t *bound_port, char *error, size_t error_size)
 {
     *out = NULL;
     char host[256];
     uint16_t port;
     if (address_split(address, host, sizeof(host), &port, error, error_size) != 0)
         return -1;
+    if (strlen(token) != ADMIN_TOKEN_LENGTH) {
+        snprintf(error, error_size, "the admin token must be %d characters", ADMIN_TOKEN_LENGTH);
+        return -1;
+    }
     admin_http *server = calloc(1, sizeof(*server));
     if (server == NULL) {
         snprintf(error, error_size, "out of memory");
         return -1;
     }
     server->db = db;
+    memcpy(server->token, token, ADMIN_TOKEN_LENGTH + 1);
     evthread_use_pthreads();
-    server->base = event_base_new();
+    server->metrics = admin_metrics_new();
+    server->base = server->metrics ? event_base_new() : NULL;
     server->http = server->base ? evhttp_new(server->base) : NULL;
     server->stop_event =
         server->http ? event_new(server->base, -1, 0, stop_loop, server->base) : NULL;
@@ -114,9 +362,12 @@ int admin_http_start(const char *address, store *db, admin_http **out, uint16_t 
         admin_http_stop(server);
         return -1;
     }
-    evhttp_set_cb(server->http, "/healthz", handle_healthz, server);
-    evhttp_set_gencb(server->http, handle_unknown, server);
-    evhttp_set_max_body_size(server->http, 4 * 1024 * 1024);
+    evhttp_set_gencb(server->http, handle_request, server);
+    evhttp_set_max_body_size(server->http, TRANSPORT_BODY_MAX);
+    evhttp_set_allowed_methods(server->http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST |
+                                                 EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD |
+                                                 EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+    evhttp_set_timeout(server->http, 30);
     struct evhttp_bound_socket *socket = evhttp_bind_socket_with_handle(server->http, host, port);
     if (socket == NULL) {
         snprintf(error, error_size, "cannot listen on %s: %s", address,
@@ -153,5 +404,6 @@ void admin_http_stop(admin_http *server)
         evhttp_free(server->http);
     if (server->base)
         event_base_free(server->base);
+    admin_metrics_free(server->metrics);
     free(server);
 }

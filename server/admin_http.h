@@ -1,6 +1,7 @@
 /*
  * admin_http.h — atriumd's admin HTTP listener (libevent evhttp) on its own
- * thread. It serves /healthz; the REST API of the admin issue mounts here.
+ * thread: the REST API of rest_api.h behind a bearer token, plus /healthz
+ * (no token) and /metrics (Prometheus text).
  */
 #ifndef ATRIUM_SERVER_ADMIN_HTTP_H
 #define ATRIUM_SERVER_ADMIN_HTTP_H
@@ -10,13 +11,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Paths served outside rest_api's route table. */
+#define ADMIN_HTTP_HEALTH_PATH  "/healthz"
+#define ADMIN_HTTP_METRICS_PATH "/metrics"
+
 typedef struct admin_http admin_http;
 
 /* Binds host:port (port 0 picks a free one) and starts serving on a new
- * thread. *out is released with admin_http_stop. *bound_port receives the
+ * thread; token is the bearer token every call but /healthz must present
+ * (copied). *out is released with admin_http_stop; *bound_port receives the
  * port actually bound. Returns 0, or -1 with the reason in error. */
-int admin_http_start(const char *address, store *db, admin_http **out, uint16_t *bound_port,
-                     char *error, size_t error_size);
+int admin_http_start(const char *address, store *db, const char *token, admin_http **out,
+                     uint16_t *bound_port, char *error, size_t error_size);
 
 /* Stops the thread, closes the listener and frees the server. NULL is accepted. */
 void admin_http_stop(admin_http *server);

@@ -4,6 +4,8 @@
  * SIGINT or SIGTERM, then stops them and closes the database.
  */
 #include "admin_http.h"
+#include "admin_token.h"
+#include "clock.h"
 #include "log.h"
 #include "options.h"
 #include "store.h"
@@ -73,6 +75,25 @@ static int lock_data_dir(const char *data_dir, char *error, size_t error_size)
     return fd;
 }
 
+/* Maintenance, once a second on the main thread: the TTL reaper (endpoints
+ * whose TTL passed without a heartbeat become unhealthy). */
+#define MAINTENANCE_INTERVAL_MS 1000
+
+static void run_maintenance(evutil_socket_t fd, short events, void *context)
+{
+    (void)fd;
+    (void)events;
+    size_t reaped = 0;
+    int64_t revision = 0;
+    store_error error;
+    if (store_reap_expired_endpoints(context, clock_wall_ms(), &reaped, &revision, &error) !=
+        STORE_OK)
+        log_warn("TTL reaper: %s", error.message);
+    else if (reaped > 0)
+        log_info("TTL reaper: %zu endpoint%s missed heartbeats, now unhealthy (revision %lld)",
+                 reaped, reaped == 1 ? "" : "s", (long long)revision);
+}
+
 static void on_signal(evutil_socket_t signal_number, short events, void *context)
 {
     (void)events;
@@ -124,18 +145,33 @@ int main(int argc, char **argv)
              store_schema_version(db), (long long)revision,
              options.synchronous_full ? "full" : "normal");
 
+    char token[ADMIN_TOKEN_LENGTH + 1];
+    bool token_created = false;
+    if (admin_token_load_or_create(options.data_dir, token, &token_created, error, sizeof(error)) !=
+        0) {
+        log_error("admin token: %s", error);
+        store_close(db);
+        close(lock_fd);
+        return 1;
+    }
+    log_info("admin token %s %s/%s (send it as Authorization: Bearer <token>)",
+             token_created ? "created in" : "read from", options.data_dir, ADMIN_TOKEN_FILE);
+
     int exit_code = 0;
     struct event_base *base = event_base_new();
     struct event *sigint = base ? evsignal_new(base, SIGINT, on_signal, base) : NULL;
     struct event *sigterm = base ? evsignal_new(base, SIGTERM, on_signal, base) : NULL;
+    struct event *maintenance = base ? event_new(base, -1, EV_PERSIST, run_maintenance, db) : NULL;
+    struct timeval maintenance_interval = {MAINTENANCE_INTERVAL_MS / 1000,
+                                           (MAINTENANCE_INTERVAL_MS % 1000) * 1000};
     admin_http *admin = NULL;
     uint16_t admin_port = 0;
-    if (sigint == NULL || sigterm == NULL || event_add(sigint, NULL) != 0 ||
-        event_add(sigterm, NULL) != 0) {
-        log_error("cannot set up signal handling");
+    if (sigint == NULL || sigterm == NULL || maintenance == NULL || event_add(sigint, NULL) != 0 ||
+        event_add(sigterm, NULL) != 0 || event_add(maintenance, &maintenance_interval) != 0) {
+        log_error("cannot set up signal handling and timers");
         exit_code = 1;
-    } else if (admin_http_start(options.rest_addr, db, &admin, &admin_port, error, sizeof(error)) !=
-               0) {
+    } else if (admin_http_start(options.rest_addr, db, token, &admin, &admin_port, error,
+                                sizeof(error)) != 0) {
         log_error("admin REST API: %s", error);
         exit_code = 1;
     } else {
@@ -151,6 +187,8 @@ int main(int argc, char **argv)
         event_free(sigint);
     if (sigterm)
         event_free(sigterm);
+    if (maintenance)
+        event_free(maintenance);
     if (base)
         event_base_free(base);
     store_close(db);

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define NAME_RULE                                                                                  \
+    "a DNS-1123 label: 1-63 characters of [a-z0-9-], starting and ending with a letter or digit"
 #define ROUTE_TIMEOUT_MAX_MS   3600000u
 #define RETRY_ATTEMPTS_MAX     10u
 #define SPLIT_WEIGHT_MAX       10000u
@@ -42,6 +44,21 @@ __attribute__((format(printf, 3, 4))) static void format_field(char *out, size_t
     va_start(arguments, format);
     vsnprintf(out, size, format, arguments);
     va_end(arguments);
+}
+
+/* fail() for the member `key` of the object at path `field`: "field.key",
+ * or "key" at the top level. The path is only built when something failed. */
+__attribute__((format(printf, 4, 5))) static bool fail_at(model_error *error, const char *field,
+                                                          const char *key, const char *format, ...)
+{
+    if (error == NULL)
+        return false;
+    format_field(error->field, sizeof(error->field), "%s%s%s", field, field[0] ? "." : "", key);
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(error->message, sizeof(error->message), format, arguments);
+    va_end(arguments);
+    return false;
 }
 
 /* ---- enums ---- */
@@ -136,18 +153,17 @@ const char *model_change_op_name(model_change_op op)
 
 /* ---- names ---- */
 
+/* A DNS-1123 label: 1-63 of [a-z0-9-], starting and ending with [a-z0-9]. */
 bool model_name_is_valid(const char *name)
 {
     if (name == NULL)
         return false;
     size_t length = strlen(name);
-    if (length == 0 || length > MODEL_NAME_MAX)
-        return false;
-    if (!islower((unsigned char)name[0]) && !isdigit((unsigned char)name[0]))
+    if (length == 0 || length > MODEL_NAME_MAX || name[0] == '-' || name[length - 1] == '-')
         return false;
     for (size_t i = 0; i < length; i++) {
         unsigned char c = (unsigned char)name[i];
-        if (!islower(c) && !isdigit(c) && c != '-' && c != '_' && c != '.')
+        if (!(c >= 'a' && c <= 'z') && !(c >= '0' && c <= '9') && c != '-')
             return false;
     }
     return true;
@@ -324,13 +340,9 @@ void model_service_clear(model_service *service)
 bool model_service_validate(const model_service *service, model_error *error)
 {
     if (!model_name_is_valid(service->name))
-        return fail(error, "name",
-                    "service name must be 1-63 characters of [a-z0-9-_.] starting with a "
-                    "letter or digit");
+        return fail(error, "name", "service name must be " NAME_RULE);
     if (service->namespace_name != NULL && !model_name_is_valid(service->namespace_name))
-        return fail(error, "namespace",
-                    "namespace must be 1-63 characters of [a-z0-9-_.] starting with a letter "
-                    "or digit");
+        return fail(error, "namespace", "namespace must be " NAME_RULE);
     if ((unsigned)service->protocol > MODEL_PROTOCOL_TCP)
         return fail(error, "protocol", "protocol must be one of http, grpc, tcp");
     if ((unsigned)service->lb_policy > MODEL_LB_RING_HASH)
@@ -354,7 +366,7 @@ bool model_service_validate(const model_service *service, model_error *error)
     for (size_t i = 0; i < service->dependency_count; i++) {
         format_field(path, sizeof(path), "dependencies[%zu]", i);
         if (!model_name_is_valid(service->dependencies[i]))
-            return fail(error, path, "must be a valid service name");
+            return fail(error, path, "must be a service name, " NAME_RULE);
         for (size_t j = 0; j < i; j++) {
             if (strcmp(service->dependencies[i], service->dependencies[j]) == 0)
                 return fail(error, path, "duplicate dependency '%s'", service->dependencies[i]);
@@ -392,11 +404,9 @@ static bool address_is_valid(const char *address)
 bool model_endpoint_validate(const model_endpoint *endpoint, model_error *error)
 {
     if (!model_name_is_valid(endpoint->service))
-        return fail(error, "service", "service name must be 1-63 characters of [a-z0-9-_.]");
+        return fail(error, "service", "service name must be " NAME_RULE);
     if (!model_name_is_valid(endpoint->id))
-        return fail(error, "id",
-                    "endpoint id must be 1-63 characters of [a-z0-9-_.] starting with a letter "
-                    "or digit");
+        return fail(error, "id", "endpoint id must be " NAME_RULE);
     if (!address_is_valid(endpoint->address))
         return fail(error, "address", "address must be an IPv4 or IPv6 literal");
     if (endpoint->port == 0)
@@ -444,13 +454,11 @@ static bool read_uint(const json_t *object, const char *key, const char *field, 
     json_t *value = json_object_get(object, key);
     if (value == NULL)
         return true;
-    char path[192];
-    format_field(path, sizeof(path), "%s%s%s", field, field[0] ? "." : "", key);
     if (!json_is_integer(value))
-        return fail(error, path, "must be an integer %u-%u", minimum, maximum);
+        return fail_at(error, field, key, "must be an integer %u-%u", minimum, maximum);
     json_int_t number = json_integer_value(value);
     if (number < (json_int_t)minimum || number > (json_int_t)maximum)
-        return fail(error, path, "must be %u-%u", minimum, maximum);
+        return fail_at(error, field, key, "must be %u-%u", minimum, maximum);
     *out = (uint32_t)number;
     return true;
 }
@@ -462,12 +470,10 @@ static bool read_string(const json_t *object, const char *key, const char *field
     json_t *value = json_object_get(object, key);
     if (value == NULL)
         return true;
-    char path[192];
-    format_field(path, sizeof(path), "%s%s%s", field, field[0] ? "." : "", key);
     if (!json_is_string(value))
-        return fail(error, path, "must be a string");
+        return fail_at(error, field, key, "must be a string");
     *out = strdup(json_string_value(value));
-    return *out != NULL || fail(error, path, "out of memory");
+    return *out != NULL || fail_at(error, field, key, "out of memory");
 }
 
 /* Reads an array of strings into a new array. */
@@ -926,7 +932,7 @@ static bool policy_rules_validate(const model_policy_rule *rules, size_t count, 
     for (size_t i = 0; i < count; i++) {
         format_field(path, sizeof(path), "%s[%zu].from", name, i);
         if (rules[i].from != NULL && !model_name_is_valid(rules[i].from))
-            return fail(error, path, "must be a valid service name");
+            return fail(error, path, "must be a service name, " NAME_RULE);
         for (size_t m = 0; m < rules[i].method_count; m++) {
             format_field(path, sizeof(path), "%s[%zu].methods[%zu]", name, i, m);
             if (name_index(http_methods, COUNT_OF(http_methods), rules[i].methods[m]) < 0)
@@ -1093,3 +1099,284 @@ DEFINE_LIST_FREE(model_join_token_list, model_join_token_clear)
 DEFINE_LIST_FREE(model_certificate_list, model_certificate_clear)
 DEFINE_LIST_FREE(model_proxy_list, model_proxy_clear)
 DEFINE_LIST_FREE(model_change_list, model_change_clear)
+
+/* ---- services and endpoints as JSON ---- */
+
+bool model_service_from_json(const json_t *document, const char *name, model_service *out,
+                             model_error *error)
+{
+    static const char *const keys[] = {"name",
+                                       "namespace",
+                                       "protocol",
+                                       "lb_policy",
+                                       "connect_timeout_ms",
+                                       "outlier_detection",
+                                       "circuit_breaker",
+                                       "dependencies",
+                                       "revision",
+                                       NULL};
+    static const char *const outlier_keys[] = {
+        "consecutive_5xx", "interval_ms", "base_ejection_time_ms", "max_ejection_percent", NULL};
+    static const char *const breaker_keys[] = {"max_connections", "max_pending_requests",
+                                               "max_requests", "max_retries", NULL};
+    model_service_init(out);
+    if (!json_is_object(document))
+        return fail(error, "", "body must be a JSON object describing the service");
+    if (!check_keys(document, "", keys, error))
+        goto failed;
+    json_t *body_name = json_object_get(document, "name");
+    if (body_name != NULL &&
+        (!json_is_string(body_name) || strcmp(json_string_value(body_name), name) != 0)) {
+        fail(error, "name", "must be \"%s\", the name in the path, or left out", name);
+        goto failed;
+    }
+    if ((out->name = strdup(name)) == NULL ||
+        !read_string(document, "namespace", "", &out->namespace_name, error))
+        goto failed;
+    json_t *protocol = json_object_get(document, "protocol");
+    if (protocol != NULL &&
+        !model_protocol_parse(json_is_string(protocol) ? json_string_value(protocol) : NULL,
+                              &out->protocol)) {
+        fail(error, "protocol", "must be one of http, grpc, tcp");
+        goto failed;
+    }
+    json_t *policy = json_object_get(document, "lb_policy");
+    if (policy != NULL &&
+        !model_lb_policy_parse(json_is_string(policy) ? json_string_value(policy) : NULL,
+                               &out->lb_policy)) {
+        fail(error, "lb_policy", "must be one of round_robin, least_request, random, ring_hash");
+        goto failed;
+    }
+    if (!read_uint(document, "connect_timeout_ms", "", 1, CONNECT_TIMEOUT_MAX_MS,
+                   &out->connect_timeout_ms, error))
+        goto failed;
+    json_t *outlier = json_object_get(document, "outlier_detection");
+    if (outlier != NULL) {
+        model_outlier_detection *detection = &out->outlier_detection;
+        out->has_outlier_detection = true;
+        *detection = (model_outlier_detection){5, 10000, 30000, 10};
+        if (!json_is_object(outlier)) {
+            fail(error, "outlier_detection", "must be an object");
+            goto failed;
+        }
+        if (!check_keys(outlier, "outlier_detection", outlier_keys, error) ||
+            !read_uint(outlier, "consecutive_5xx", "outlier_detection", 1, 1000,
+                       &detection->consecutive_5xx, error) ||
+            !read_uint(outlier, "interval_ms", "outlier_detection", 1, ROUTE_TIMEOUT_MAX_MS,
+                       &detection->interval_ms, error) ||
+            !read_uint(outlier, "base_ejection_time_ms", "outlier_detection", 1,
+                       ROUTE_TIMEOUT_MAX_MS, &detection->base_ejection_time_ms, error) ||
+            !read_uint(outlier, "max_ejection_percent", "outlier_detection", 1, 100,
+                       &detection->max_ejection_percent, error))
+            goto failed;
+    }
+    json_t *breaker = json_object_get(document, "circuit_breaker");
+    if (breaker != NULL) {
+        model_circuit_breaker *limits = &out->circuit_breaker;
+        out->has_circuit_breaker = true;
+        if (!json_is_object(breaker)) {
+            fail(error, "circuit_breaker", "must be an object");
+            goto failed;
+        }
+        if (!check_keys(breaker, "circuit_breaker", breaker_keys, error) ||
+            !read_uint(breaker, "max_connections", "circuit_breaker", 1, UINT32_MAX,
+                       &limits->max_connections, error) ||
+            !read_uint(breaker, "max_pending_requests", "circuit_breaker", 1, UINT32_MAX,
+                       &limits->max_pending_requests, error) ||
+            !read_uint(breaker, "max_requests", "circuit_breaker", 1, UINT32_MAX,
+                       &limits->max_requests, error) ||
+            !read_uint(breaker, "max_retries", "circuit_breaker", 1, UINT32_MAX,
+                       &limits->max_retries, error))
+            goto failed;
+    }
+    json_t *dependencies = json_object_get(document, "dependencies");
+    if (dependencies != NULL) {
+        out->has_dependencies = true;
+        if (!read_string_array(dependencies, "dependencies", &out->dependencies,
+                               &out->dependency_count, error))
+            goto failed;
+    }
+    if (!model_service_validate(out, error))
+        goto failed;
+    return true;
+failed:
+    model_service_clear(out);
+    return false;
+}
+
+json_t *model_service_to_json(const model_service *service)
+{
+    json_t *object = json_pack("{s:s,s:s,s:s,s:s,s:I}", "name", service->name, "namespace",
+                               service->namespace_name ? service->namespace_name : "default",
+                               "protocol", model_protocol_name(service->protocol), "lb_policy",
+                               model_lb_policy_name(service->lb_policy), "connect_timeout_ms",
+                               (json_int_t)service->connect_timeout_ms);
+    if (object == NULL)
+        return NULL;
+    if (service->has_outlier_detection) {
+        const model_outlier_detection *outlier = &service->outlier_detection;
+        json_object_set_new(
+            object, "outlier_detection",
+            json_pack("{s:I,s:I,s:I,s:I}", "consecutive_5xx", (json_int_t)outlier->consecutive_5xx,
+                      "interval_ms", (json_int_t)outlier->interval_ms, "base_ejection_time_ms",
+                      (json_int_t)outlier->base_ejection_time_ms, "max_ejection_percent",
+                      (json_int_t)outlier->max_ejection_percent));
+    }
+    if (service->has_circuit_breaker) {
+        const model_circuit_breaker *breaker = &service->circuit_breaker;
+        json_t *limits = json_object();
+        const char *names[] = {"max_connections", "max_pending_requests", "max_requests",
+                               "max_retries"};
+        uint32_t values[] = {breaker->max_connections, breaker->max_pending_requests,
+                             breaker->max_requests, breaker->max_retries};
+        for (size_t i = 0; i < COUNT_OF(names); i++) {
+            if (values[i] != 0)
+                json_object_set_new(limits, names[i], json_integer(values[i]));
+        }
+        json_object_set_new(object, "circuit_breaker", limits);
+    }
+    if (service->has_dependencies)
+        json_object_set_new(object, "dependencies",
+                            string_array_to_json(service->dependencies, service->dependency_count));
+    if (service->revision != 0)
+        json_object_set_new(object, "revision", json_integer(service->revision));
+    return object;
+}
+
+bool model_endpoint_from_json(const json_t *document, const char *service, const char *id,
+                              const char *field, model_endpoint *out, model_error *error)
+{
+    static const char *const keys[] = {
+        "service", "id",    "address",    "port",          "weight",   "labels", "zone",
+        "health",  "ttl_s", "proxy_port", "expires_at_ms", "revision", NULL};
+    model_endpoint_init(out);
+    if (!json_is_object(document))
+        return fail(error, field, "must be a JSON object describing the endpoint");
+    if (!check_keys(document, field, keys, error))
+        goto failed;
+    json_t *body_service = json_object_get(document, "service");
+    if (body_service != NULL &&
+        (!json_is_string(body_service) || strcmp(json_string_value(body_service), service) != 0)) {
+        fail_at(error, field, "service", "must be \"%s\", the service in the path, or left out",
+                service);
+        goto failed;
+    }
+    json_t *body_id = json_object_get(document, "id");
+    if (id != NULL && body_id != NULL &&
+        (!json_is_string(body_id) || strcmp(json_string_value(body_id), id) != 0)) {
+        fail_at(error, field, "id", "must be \"%s\", the id in the path, or left out", id);
+        goto failed;
+    }
+    if (id == NULL && !json_is_string(body_id)) {
+        fail_at(error, field, "id", "is required: a string naming the endpoint");
+        goto failed;
+    }
+    out->service = strdup(service);
+    out->id = strdup(id ? id : json_string_value(body_id));
+    if (out->service == NULL || out->id == NULL)
+        goto failed;
+    if (json_object_get(document, "address") == NULL) {
+        fail_at(error, field, "address", "is required: an IPv4 or IPv6 literal");
+        goto failed;
+    }
+    uint32_t port = 0, proxy_port = 0;
+    if (json_object_get(document, "port") == NULL) {
+        fail_at(error, field, "port", "is required: 1-65535");
+        goto failed;
+    }
+    if (!read_string(document, "address", field, &out->address, error) ||
+        !read_uint(document, "port", field, 1, 65535, &port, error) ||
+        !read_uint(document, "weight", field, 1, MODEL_ENDPOINT_WEIGHT_MAX, &out->weight, error) ||
+        !read_string(document, "zone", field, &out->zone, error) ||
+        !read_uint(document, "ttl_s", field, 0, MODEL_TTL_MAX_S, &out->ttl_s, error) ||
+        !read_uint(document, "proxy_port", field, 0, 65535, &proxy_port, error))
+        goto failed;
+    out->port = (uint16_t)port;
+    out->proxy_port = (uint16_t)proxy_port;
+    json_t *labels = json_object_get(document, "labels");
+    if (labels != NULL) {
+        char path[192];
+        format_field(path, sizeof(path), "%s%slabels", field, field[0] ? "." : "");
+        if (!model_labels_from_json(labels, &out->labels, path, error))
+            goto failed;
+    }
+    json_t *health = json_object_get(document, "health");
+    if (health != NULL &&
+        !model_health_parse(json_is_string(health) ? json_string_value(health) : NULL,
+                            &out->health)) {
+        fail_at(error, field, "health", "must be one of healthy, unhealthy, draining");
+        goto failed;
+    }
+    model_error invalid;
+    if (!model_endpoint_validate(out, &invalid)) {
+        fail_at(error, field, invalid.field, "%s", invalid.message);
+        goto failed;
+    }
+    return true;
+failed:
+    model_endpoint_clear(out);
+    return false;
+}
+
+json_t *model_endpoint_to_json(const model_endpoint *endpoint)
+{
+    json_t *object =
+        json_pack("{s:s,s:s,s:s,s:i,s:I,s:o,s:s,s:s,s:I}", "service", endpoint->service, "id",
+                  endpoint->id, "address", endpoint->address, "port", (int)endpoint->port, "weight",
+                  (json_int_t)endpoint->weight, "labels", model_labels_to_json(&endpoint->labels),
+                  "zone", endpoint->zone ? endpoint->zone : "", "health",
+                  model_health_name(endpoint->health), "ttl_s", (json_int_t)endpoint->ttl_s);
+    if (object == NULL)
+        return NULL;
+    if (endpoint->proxy_port != 0)
+        json_object_set_new(object, "proxy_port", json_integer(endpoint->proxy_port));
+    if (endpoint->ttl_s != 0 && endpoint->expires_at_ms != 0)
+        json_object_set_new(object, "expires_at_ms", json_integer(endpoint->expires_at_ms));
+    if (endpoint->revision != 0)
+        json_object_set_new(object, "revision", json_integer(endpoint->revision));
+    return object;
+}
+
+int model_id_compare(const void *left, const void *right)
+{
+    return strcmp(*(const char *const *)left, *(const char *const *)right);
+}
+
+void model_ids_sort(const char **ids, size_t count)
+{
+    if (count > 1)
+        qsort(ids, count, sizeof(*ids), model_id_compare);
+}
+
+typedef struct indexed_id {
+    const char *id;
+    size_t index;
+} indexed_id;
+
+static int indexed_id_compare(const void *left, const void *right)
+{
+    const indexed_id *a = left, *b = right;
+    int order = strcmp(a->id, b->id);
+    return order != 0 ? order : (a->index > b->index) - (a->index < b->index);
+}
+
+bool model_endpoints_find_duplicate(const model_endpoint *endpoints, size_t count, size_t *first,
+                                    size_t *second)
+{
+    indexed_id *sorted = count > 1 ? malloc(count * sizeof(*sorted)) : NULL;
+    if (sorted == NULL)
+        return false;
+    for (size_t i = 0; i < count; i++)
+        sorted[i] = (indexed_id){endpoints[i].id, i};
+    qsort(sorted, count, sizeof(*sorted), indexed_id_compare);
+    bool found = false;
+    for (size_t i = 1; i < count && !found; i++) {
+        if (strcmp(sorted[i - 1].id, sorted[i].id) == 0) {
+            *first = sorted[i - 1].index;
+            *second = sorted[i].index;
+            found = true;
+        }
+    }
+    free(sorted);
+    return found;
+}

@@ -153,6 +153,13 @@ void model_service_init(model_service *service);
 /* Frees the pointers inside; the struct may be reused after model_service_init. */
 void model_service_clear(model_service *service);
 bool model_service_validate(const model_service *service, model_error *error);
+/* Parses the REST body of service `name` into *out (initialized here). Unknown
+ * keys are errors; "name" may repeat the path's name; "revision" is output
+ * only and ignored. On failure *out is cleared and error names the field. */
+bool model_service_from_json(const json_t *document, const char *name, model_service *out,
+                             model_error *error);
+/* The REST form (with "revision" when set); new reference, NULL when out of memory. */
+json_t *model_service_to_json(const model_service *service);
 
 /* ---- endpoints ------------------------------------------------------------ */
 
@@ -174,7 +181,23 @@ typedef struct model_endpoint {
 void model_endpoint_init(model_endpoint *endpoint);
 void model_endpoint_clear(model_endpoint *endpoint);
 bool model_endpoint_validate(const model_endpoint *endpoint, model_error *error);
-/* True for a valid service name or endpoint id: 1..63 of [a-z0-9-_.], starting alnum. */
+/* Parses the REST body of an endpoint of `service`. id is the path's id, or
+ * NULL when the body must carry "id" (an entry of a bulk list). field prefixes
+ * every error path ("endpoints[3]", or "" for a single endpoint). "service",
+ * "id" may repeat the path; "expires_at_ms" and "revision" are output only. */
+bool model_endpoint_from_json(const json_t *document, const char *service, const char *id,
+                              const char *field, model_endpoint *out, model_error *error);
+json_t *model_endpoint_to_json(const model_endpoint *endpoint);
+/* Finds two endpoints with the same id in O(n log n). Returns true with their
+ * indexes, *first < *second, when there are. */
+bool model_endpoints_find_duplicate(const model_endpoint *endpoints, size_t count, size_t *first,
+                                    size_t *second);
+/* Sorts ids (strcmp order) in place, for bsearch with model_id_compare. */
+void model_ids_sort(const char **ids, size_t count);
+/* strcmp of two `const char *` array elements: a qsort/bsearch comparator. */
+int model_id_compare(const void *left, const void *right);
+/* True for a valid name (service, namespace, endpoint id): a DNS-1123 label,
+ * 1..63 of [a-z0-9-], starting and ending with a letter or digit. */
 bool model_name_is_valid(const char *name);
 
 /* ---- routes --------------------------------------------------------------- */

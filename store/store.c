@@ -138,12 +138,12 @@ typedef enum statement_id {
     SQL_LAST_REVISION,
     SQL_META_GET,
     SQL_LOG_CHANGE,
-    SQL_SERVICE_EXISTS,
+    SQL_SERVICE_REVISION,
     SQL_SERVICE_UPSERT,
     SQL_SERVICE_GET,
     SQL_SERVICE_LIST,
     SQL_SERVICE_DELETE,
-    SQL_ENDPOINT_EXISTS,
+    SQL_ENDPOINT_REVISION,
     SQL_ENDPOINT_UPSERT,
     SQL_ENDPOINT_GET,
     SQL_ENDPOINT_LIST,
@@ -155,9 +155,11 @@ typedef enum statement_id {
     SQL_ENDPOINT_HEARTBEAT,
     SQL_ENDPOINT_SET_HEALTH,
     SQL_ENDPOINT_REAP,
+    SQL_ROUTES_REVISION,
     SQL_ROUTES_UPSERT,
     SQL_ROUTES_GET,
     SQL_ROUTES_DELETE,
+    SQL_POLICY_REVISION,
     SQL_POLICY_UPSERT,
     SQL_POLICY_GET,
     SQL_POLICY_DELETE,
@@ -204,7 +206,7 @@ static const char *const statement_sql[STATEMENT_COUNT] = {
     [SQL_META_GET] = "SELECT value FROM store_meta WHERE key = ?1",
     [SQL_LOG_CHANGE] = "INSERT INTO change_log (revision, position, kind, key, op) "
                        "VALUES (?1, ?2, ?3, ?4, ?5)",
-    [SQL_SERVICE_EXISTS] = "SELECT 1 FROM services WHERE name = ?1",
+    [SQL_SERVICE_REVISION] = "SELECT revision FROM services WHERE name = ?1",
     [SQL_SERVICE_UPSERT] =
         "INSERT INTO services (" SERVICE_COLUMNS ") VALUES "
         "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
@@ -217,7 +219,7 @@ static const char *const statement_sql[STATEMENT_COUNT] = {
     [SQL_SERVICE_GET] = "SELECT " SERVICE_COLUMNS " FROM services WHERE name = ?1",
     [SQL_SERVICE_LIST] = "SELECT " SERVICE_COLUMNS " FROM services ORDER BY name",
     [SQL_SERVICE_DELETE] = "DELETE FROM services WHERE name = ?1",
-    [SQL_ENDPOINT_EXISTS] = "SELECT 1 FROM endpoints WHERE service = ?1 AND id = ?2",
+    [SQL_ENDPOINT_REVISION] = "SELECT revision FROM endpoints WHERE service = ?1 AND id = ?2",
     [SQL_ENDPOINT_UPSERT] =
         "INSERT INTO endpoints (" ENDPOINT_COLUMNS ") VALUES "
         "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
@@ -243,6 +245,8 @@ static const char *const statement_sql[STATEMENT_COUNT] = {
     [SQL_ENDPOINT_REAP] =
         "UPDATE endpoints SET health = 'unhealthy', expired = 1, revision = ?2 "
         "WHERE ttl_s > 0 AND expires_at_ms < ?1 AND health = 'healthy' RETURNING service, id",
+    [SQL_ROUTES_REVISION] = "SELECT revision FROM routes WHERE service = ?1",
+    [SQL_POLICY_REVISION] = "SELECT revision FROM policies WHERE service = ?1",
     [SQL_ROUTES_UPSERT] = "INSERT INTO routes (service, document, revision) VALUES (?1, ?2, ?3) "
                           "ON CONFLICT (service) DO UPDATE SET document = ?2, revision = ?3",
     [SQL_ROUTES_GET] = "SELECT document, revision FROM routes WHERE service = ?1",
@@ -323,8 +327,9 @@ struct store {
 
 const char *store_status_name(store_status status)
 {
-    static const char *const names[] = {"ok", "not_found", "conflict", "invalid", "busy", "io"};
-    return (unsigned)status <= STORE_IO ? names[status] : "unknown";
+    static const char *const names[] = {"ok",   "not_found", "conflict",           "invalid",
+                                        "busy", "io",        "precondition_failed"};
+    return (unsigned)status <= STORE_PRECONDITION_FAILED ? names[status] : "unknown";
 }
 
 __attribute__((format(printf, 4, 5))) static store_status
@@ -397,11 +402,19 @@ static void connection_close(connection *conn)
     memset(conn, 0, sizeof(*conn));
 }
 
-static store_status connection_open(store *db, connection *conn, bool writer, store_error *error)
+typedef enum connection_role {
+    ROLE_WRITER, /* the one connection that writes; sets up WAL */
+    ROLE_READER, /* read-only, pooled */
+} connection_role;
+
+static store_status connection_open(store *db, connection *conn, connection_role role,
+                                    store_error *error)
 {
     memset(conn, 0, sizeof(*conn));
-    int flags = SQLITE_OPEN_NOMUTEX |
-                (writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY);
+    bool writer = role == ROLE_WRITER;
+    int flags =
+        SQLITE_OPEN_NOMUTEX |
+        (role == ROLE_READER ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     int code = sqlite3_open_v2(db->path, &conn->handle, flags, NULL);
     if (code != SQLITE_OK) {
         store_status status = sqlite_failure(error, conn->handle, code, "opening the database");
@@ -412,8 +425,7 @@ static store_status connection_open(store *db, connection *conn, bool writer, st
     sqlite3_busy_timeout(conn->handle, db->busy_timeout_ms);
     char pragmas[256];
     snprintf(pragmas, sizeof(pragmas), "PRAGMA foreign_keys = ON; PRAGMA synchronous = %s;%s",
-             db->synchronous_full ? "FULL" : "NORMAL",
-             writer ? " PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 8192;" : "");
+             db->synchronous_full ? "FULL" : "NORMAL", writer ? " PRAGMA journal_mode = WAL;" : "");
     code = sqlite3_exec(conn->handle, pragmas, NULL, NULL, NULL);
     if (code != SQLITE_OK) {
         store_status status = sqlite_failure(error, conn->handle, code, "configuring the database");
@@ -435,7 +447,7 @@ static connection *reader_acquire(store *db, store_error *error)
         set_error(error, STORE_IO, NULL, "out of memory");
         return NULL;
     }
-    if (connection_open(db, conn, false, error) != STORE_OK) {
+    if (connection_open(db, conn, ROLE_READER, error) != STORE_OK) {
         free(conn);
         return NULL;
     }
@@ -559,8 +571,11 @@ static store_status step_row(sqlite3 *handle, sqlite3_stmt *stmt, bool *found, c
     return sqlite_failure(error, handle, code, what);
 }
 
-static store_status exists(store *db, statement_id id, const char *first, const char *second,
-                           bool *found, store_error *error)
+/* Looks up the revision of the row (first[, second]) with statement id, inside
+ * the write transaction. *found tells whether it exists; *revision (may be
+ * NULL) receives its revision. */
+static store_status row_revision(store *db, statement_id id, const char *first, const char *second,
+                                 bool *found, int64_t *revision, store_error *error)
 {
     sqlite3_stmt *stmt = statement(&db->writer, id, error);
     if (stmt == NULL)
@@ -569,9 +584,32 @@ static store_status exists(store *db, statement_id id, const char *first, const 
     if (second != NULL)
         sqlite3_bind_text(stmt, 2, second, -1, SQLITE_STATIC);
     store_status status = step_row(db->writer.handle, stmt, found, "looking up a row", error);
-    if (status == STORE_OK)
+    if (status == STORE_OK) {
+        if (revision != NULL)
+            *revision = *found ? sqlite3_column_int64(stmt, 0) : 0;
         finish(stmt);
+    }
     return status;
+}
+
+/* Checks a write's condition on the current row: if_revision 0 is none,
+ * STORE_IF_EXISTS needs the row, a revision needs the row at that revision. */
+static store_status check_condition(store *db, statement_id id, const char *first,
+                                    const char *second, int64_t if_revision, bool *found,
+                                    store_error *error)
+{
+    int64_t revision = 0;
+    store_status status = row_revision(db, id, first, second, found, &revision, error);
+    if (status != STORE_OK || if_revision == 0)
+        return status;
+    if (!*found)
+        return set_error(error, STORE_PRECONDITION_FAILED, "", "%s%s%s does not exist", first,
+                         second ? "/" : "", second ? second : "");
+    if (if_revision != STORE_IF_EXISTS && revision != if_revision)
+        return set_error(error, STORE_PRECONDITION_FAILED, "",
+                         "%s%s%s is at revision %lld, not %lld", first, second ? "/" : "",
+                         second ? second : "", (long long)revision, (long long)if_revision);
+    return STORE_OK;
 }
 
 /* ---- open, close, migrate ---- */
@@ -673,7 +711,7 @@ store_status store_open(const store_options *options, store **out, store_error *
     pthread_mutex_init(&db->write_lock, NULL);
     pthread_mutex_init(&db->pool_lock, NULL);
 
-    store_status status = connection_open(db, &db->writer, true, error);
+    store_status status = connection_open(db, &db->writer, ROLE_WRITER, error);
     if (status == STORE_OK)
         status = migrate(db, target, error);
     int64_t revision = 0;
@@ -864,8 +902,8 @@ static store_status service_row_reader(sqlite3_stmt *stmt, void *context)
     return service ? service_from_row(stmt, service) : STORE_IO;
 }
 
-store_status store_put_service(store *db, const model_service *service, bool *created,
-                               int64_t *revision, store_error *error)
+store_status store_put_service(store *db, model_service *service, int64_t if_revision,
+                               bool *created, int64_t *revision, store_error *error)
 {
     model_error invalid;
     if (!model_service_validate(service, &invalid))
@@ -884,7 +922,8 @@ store_status store_put_service(store *db, const model_service *service, bool *cr
         return status;
     }
     bool existed = false;
-    status = exists(db, SQL_SERVICE_EXISTS, service->name, NULL, &existed, error);
+    status = check_condition(db, SQL_SERVICE_REVISION, service->name, NULL, if_revision, &existed,
+                             error);
     sqlite3_stmt *stmt =
         status == STORE_OK ? statement(&db->writer, SQL_SERVICE_UPSERT, error) : NULL;
     if (status == STORE_OK && stmt == NULL)
@@ -915,10 +954,16 @@ store_status store_put_service(store *db, const model_service *service, bool *cr
     }
     if (status == STORE_OK)
         status = log_change(db, MODEL_KIND_SERVICE, service->name, MODEL_CHANGE_PUT, error);
-    status = write_end(db, status, revision, error);
+    int64_t written = 0;
+    status = write_end(db, status, &written, error);
     free(dependencies);
-    if (status == STORE_OK && created != NULL)
-        *created = !existed;
+    if (status == STORE_OK) {
+        service->revision = written;
+        if (revision != NULL)
+            *revision = written;
+        if (created != NULL)
+            *created = !existed;
+    }
     return status;
 }
 
@@ -990,8 +1035,8 @@ static store_status delete_row(store *db, statement_id id, const char *first, co
     return step_write(db, stmt, changed, "deleting", error);
 }
 
-store_status store_delete_service(store *db, const char *name, int64_t *revision,
-                                  store_error *error)
+store_status store_delete_service(store *db, const char *name, int64_t if_revision,
+                                  int64_t *revision, store_error *error)
 {
     store_status status = write_begin(db, error);
     if (status != STORE_OK)
@@ -999,7 +1044,10 @@ store_status store_delete_service(store *db, const char *name, int64_t *revision
     char **ids = NULL;
     size_t id_count = 0;
     int routes_deleted = 0, policies_deleted = 0, services_deleted = 0;
-    status = endpoint_ids(db, name, &ids, &id_count, error);
+    bool found = false;
+    status = check_condition(db, SQL_SERVICE_REVISION, name, NULL, if_revision, &found, error);
+    if (status == STORE_OK)
+        status = endpoint_ids(db, name, &ids, &id_count, error);
     if (status == STORE_OK)
         status = delete_row(db, SQL_ROUTES_DELETE, name, NULL, &routes_deleted, error);
     if (status == STORE_OK)
@@ -1052,10 +1100,18 @@ static store_status endpoint_row_reader(sqlite3_stmt *stmt, void *context)
 }
 
 /* Upserts one endpoint inside an open transaction and logs it. */
+/* When an endpoint written at now_ms expires: never (0) without a TTL. */
+static int64_t endpoint_expiry(const model_endpoint *endpoint, int64_t now_ms)
+{
+    return endpoint->ttl_s ? now_ms + endpoint->ttl_s * 1000LL : 0;
+}
+
 static store_status endpoint_write(store *db, const model_endpoint *endpoint, const char *service,
                                    int64_t now_ms, store_error *error)
 {
-    char *labels = json_text(model_labels_to_json(&endpoint->labels));
+    /* Most endpoints carry no labels: skip jansson for those. */
+    char *labels =
+        endpoint->labels.count ? json_text(model_labels_to_json(&endpoint->labels)) : strdup("{}");
     if (labels == NULL)
         return set_error(error, STORE_IO, NULL, "out of memory");
     sqlite3_stmt *stmt = statement(&db->writer, SQL_ENDPOINT_UPSERT, error);
@@ -1070,7 +1126,7 @@ static store_status endpoint_write(store *db, const model_endpoint *endpoint, co
         sqlite3_bind_text(stmt, 7, endpoint->zone ? endpoint->zone : "", -1, SQLITE_STATIC);
         sqlite3_bind_text(stmt, 8, model_health_name(endpoint->health), -1, SQLITE_STATIC);
         sqlite3_bind_int64(stmt, 9, endpoint->ttl_s);
-        sqlite3_bind_int64(stmt, 10, endpoint->ttl_s ? now_ms + endpoint->ttl_s * 1000LL : 0);
+        sqlite3_bind_int64(stmt, 10, endpoint_expiry(endpoint, now_ms));
         sqlite3_bind_int(stmt, 11, endpoint->proxy_port);
         sqlite3_bind_int64(stmt, 12, write_revision(db));
         status = step_write(db, stmt, NULL, "writing the endpoint", error);
@@ -1083,8 +1139,9 @@ static store_status endpoint_write(store *db, const model_endpoint *endpoint, co
     return status;
 }
 
-store_status store_put_endpoint(store *db, const model_endpoint *endpoint, int64_t now_ms,
-                                bool *created, int64_t *revision, store_error *error)
+store_status store_put_endpoint(store *db, model_endpoint *endpoint, int64_t if_revision,
+                                int64_t now_ms, bool *created, int64_t *revision,
+                                store_error *error)
 {
     model_error invalid;
     if (!model_endpoint_validate(endpoint, &invalid))
@@ -1093,12 +1150,20 @@ store_status store_put_endpoint(store *db, const model_endpoint *endpoint, int64
     if (status != STORE_OK)
         return status;
     bool existed = false;
-    status = exists(db, SQL_ENDPOINT_EXISTS, endpoint->service, endpoint->id, &existed, error);
+    status = check_condition(db, SQL_ENDPOINT_REVISION, endpoint->service, endpoint->id,
+                             if_revision, &existed, error);
     if (status == STORE_OK)
         status = endpoint_write(db, endpoint, endpoint->service, now_ms, error);
-    status = write_end(db, status, revision, error);
-    if (status == STORE_OK && created != NULL)
-        *created = !existed;
+    int64_t written = 0;
+    status = write_end(db, status, &written, error);
+    if (status == STORE_OK) {
+        endpoint->revision = written;
+        endpoint->expires_at_ms = endpoint_expiry(endpoint, now_ms);
+        if (revision != NULL)
+            *revision = written;
+        if (created != NULL)
+            *created = !existed;
+    }
     return status;
 }
 
@@ -1146,13 +1211,16 @@ store_status store_list_endpoints(store *db, const char *service, model_endpoint
 }
 
 store_status store_delete_endpoint(store *db, const char *service, const char *id,
-                                   int64_t *revision, store_error *error)
+                                   int64_t if_revision, int64_t *revision, store_error *error)
 {
     store_status status = write_begin(db, error);
     if (status != STORE_OK)
         return status;
     int deleted = 0;
-    status = delete_row(db, SQL_ENDPOINT_DELETE, service, id, &deleted, error);
+    bool found = false;
+    status = check_condition(db, SQL_ENDPOINT_REVISION, service, id, if_revision, &found, error);
+    if (status == STORE_OK)
+        status = delete_row(db, SQL_ENDPOINT_DELETE, service, id, &deleted, error);
     if (status == STORE_OK && deleted == 0)
         status = set_error(error, STORE_NOT_FOUND, "id", "endpoint '%s' of service '%s' not found",
                            id, service);
@@ -1187,19 +1255,27 @@ store_status store_replace_endpoints(store *db, const char *service,
             }
             return status;
         }
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(endpoints[i].id, endpoints[j].id) == 0)
-                return set_error(error, STORE_INVALID, "id", "duplicate endpoint id '%s'",
-                                 endpoints[i].id);
-        }
     }
+    size_t first, second;
+    if (model_endpoints_find_duplicate(endpoints, count, &first, &second))
+        return set_error(error, STORE_INVALID, "id", "duplicate endpoint id '%s' (%zu and %zu)",
+                         endpoints[second].id, first, second);
+    /* The new ids, sorted, to tell which old endpoints are gone. */
+    const char **new_ids = count ? malloc(count * sizeof(*new_ids)) : NULL;
+    if (count && new_ids == NULL)
+        return set_error(error, STORE_IO, NULL, "out of memory");
+    for (size_t i = 0; i < count; i++)
+        new_ids[i] = endpoints[i].id;
+    model_ids_sort(new_ids, count);
     store_status status = write_begin(db, error);
-    if (status != STORE_OK)
+    if (status != STORE_OK) {
+        free(new_ids);
         return status;
+    }
     bool service_exists = false;
     char **old_ids = NULL;
     size_t old_count = 0;
-    status = exists(db, SQL_SERVICE_EXISTS, service, NULL, &service_exists, error);
+    status = row_revision(db, SQL_SERVICE_REVISION, service, NULL, &service_exists, NULL, error);
     if (status == STORE_OK && !service_exists)
         status = set_error(error, STORE_NOT_FOUND, "service", "service '%s' not found", service);
     if (status == STORE_OK)
@@ -1207,15 +1283,14 @@ store_status store_replace_endpoints(store *db, const char *service,
     if (status == STORE_OK)
         status = delete_row(db, SQL_ENDPOINT_DELETE_ALL, service, NULL, NULL, error);
     for (size_t i = 0; status == STORE_OK && i < old_count; i++) {
-        bool kept = false;
-        for (size_t j = 0; j < count && !kept; j++)
-            kept = strcmp(old_ids[i], endpoints[j].id) == 0;
-        if (!kept)
+        if (count == 0 ||
+            bsearch(&old_ids[i], new_ids, count, sizeof(*new_ids), model_id_compare) == NULL)
             status = log_endpoint_change(db, service, old_ids[i], MODEL_CHANGE_DELETE, error);
     }
     for (size_t i = 0; status == STORE_OK && i < count; i++)
         status = endpoint_write(db, &endpoints[i], service, now_ms, error);
     free_strings(old_ids, old_count);
+    free(new_ids);
     return write_end(db, status, revision, error);
 }
 
@@ -1264,7 +1339,8 @@ store_status store_heartbeat_endpoint(store *db, const char *service, const char
 }
 
 store_status store_set_endpoint_health(store *db, const char *service, const char *id,
-                                       model_health health, int64_t *revision, store_error *error)
+                                       model_health health, int64_t if_revision, int64_t *revision,
+                                       store_error *error)
 {
     if ((unsigned)health > MODEL_HEALTH_DRAINING)
         return set_error(error, STORE_INVALID, "health",
@@ -1272,8 +1348,12 @@ store_status store_set_endpoint_health(store *db, const char *service, const cha
     store_status status = write_begin(db, error);
     if (status != STORE_OK)
         return status;
-    sqlite3_stmt *stmt = statement(&db->writer, SQL_ENDPOINT_SET_HEALTH, error);
-    status = stmt ? STORE_OK : (error ? error->status : STORE_IO);
+    bool found = false;
+    status = check_condition(db, SQL_ENDPOINT_REVISION, service, id, if_revision, &found, error);
+    sqlite3_stmt *stmt =
+        status == STORE_OK ? statement(&db->writer, SQL_ENDPOINT_SET_HEALTH, error) : NULL;
+    if (status == STORE_OK && stmt == NULL)
+        status = error ? error->status : STORE_IO;
     int changed = 0;
     if (status == STORE_OK) {
         sqlite3_bind_text(stmt, 1, service, -1, SQLITE_STATIC);
@@ -1337,9 +1417,9 @@ store_status store_reap_expired_endpoints(store *db, int64_t now_ms, size_t *rea
 /* ---- routes and policies ---- */
 
 /* Upserts a JSON document row (routes or policy) for service and logs it. */
-static store_status document_put(store *db, statement_id id, model_entity_kind kind,
-                                 const char *service, json_t *document, int64_t *revision,
-                                 store_error *error)
+static store_status document_put(store *db, statement_id id, statement_id revision_id,
+                                 model_entity_kind kind, const char *service, json_t *document,
+                                 int64_t if_revision, int64_t *revision, store_error *error)
 {
     if (!model_name_is_valid(service)) {
         json_decref(document);
@@ -1353,8 +1433,11 @@ static store_status document_put(store *db, statement_id id, model_entity_kind k
         free(text);
         return status;
     }
-    sqlite3_stmt *stmt = statement(&db->writer, id, error);
-    status = stmt ? STORE_OK : (error ? error->status : STORE_IO);
+    bool found = false;
+    status = check_condition(db, revision_id, service, NULL, if_revision, &found, error);
+    sqlite3_stmt *stmt = status == STORE_OK ? statement(&db->writer, id, error) : NULL;
+    if (status == STORE_OK && stmt == NULL)
+        status = error ? error->status : STORE_IO;
     if (status == STORE_OK) {
         sqlite3_bind_text(stmt, 1, service, -1, SQLITE_STATIC);
         sqlite3_bind_text(stmt, 2, text, -1, SQLITE_STATIC);
@@ -1401,15 +1484,18 @@ static store_status document_get(store *db, statement_id id, const char *what, c
     return status;
 }
 
-static store_status document_delete(store *db, statement_id id, model_entity_kind kind,
-                                    const char *what, const char *service, int64_t *revision,
-                                    store_error *error)
+static store_status document_delete(store *db, statement_id id, statement_id revision_id,
+                                    model_entity_kind kind, const char *what, const char *service,
+                                    int64_t if_revision, int64_t *revision, store_error *error)
 {
     store_status status = write_begin(db, error);
     if (status != STORE_OK)
         return status;
     int deleted = 0;
-    status = delete_row(db, id, service, NULL, &deleted, error);
+    bool found = false;
+    status = check_condition(db, revision_id, service, NULL, if_revision, &found, error);
+    if (status == STORE_OK)
+        status = delete_row(db, id, service, NULL, &deleted, error);
     if (status == STORE_OK && deleted == 0)
         status =
             set_error(error, STORE_NOT_FOUND, "service", "service '%s' has no %s", service, what);
@@ -1418,14 +1504,15 @@ static store_status document_delete(store *db, statement_id id, model_entity_kin
     return write_end(db, status, revision, error);
 }
 
-store_status store_put_routes(store *db, const model_routes *routes, int64_t *revision,
-                              store_error *error)
+store_status store_put_routes(store *db, const model_routes *routes, int64_t if_revision,
+                              int64_t *revision, store_error *error)
 {
     model_error invalid;
     if (!model_routes_validate(routes, &invalid))
         return invalid_from_model(error, &invalid);
-    return document_put(db, SQL_ROUTES_UPSERT, MODEL_KIND_ROUTES, routes->service,
-                        model_routes_to_json(routes), revision, error);
+    return document_put(db, SQL_ROUTES_UPSERT, SQL_ROUTES_REVISION, MODEL_KIND_ROUTES,
+                        routes->service, model_routes_to_json(routes), if_revision, revision,
+                        error);
 }
 
 store_status store_get_routes(store *db, const char *service, model_routes *out, store_error *error)
@@ -1451,21 +1538,22 @@ store_status store_get_routes(store *db, const char *service, model_routes *out,
     return status;
 }
 
-store_status store_delete_routes(store *db, const char *service, int64_t *revision,
-                                 store_error *error)
+store_status store_delete_routes(store *db, const char *service, int64_t if_revision,
+                                 int64_t *revision, store_error *error)
 {
-    return document_delete(db, SQL_ROUTES_DELETE, MODEL_KIND_ROUTES, "routes", service, revision,
-                           error);
+    return document_delete(db, SQL_ROUTES_DELETE, SQL_ROUTES_REVISION, MODEL_KIND_ROUTES, "routes",
+                           service, if_revision, revision, error);
 }
 
-store_status store_put_policy(store *db, const model_policy *policy, int64_t *revision,
-                              store_error *error)
+store_status store_put_policy(store *db, const model_policy *policy, int64_t if_revision,
+                              int64_t *revision, store_error *error)
 {
     model_error invalid;
     if (!model_policy_validate(policy, &invalid))
         return invalid_from_model(error, &invalid);
-    return document_put(db, SQL_POLICY_UPSERT, MODEL_KIND_POLICY, policy->service,
-                        model_policy_to_json(policy), revision, error);
+    return document_put(db, SQL_POLICY_UPSERT, SQL_POLICY_REVISION, MODEL_KIND_POLICY,
+                        policy->service, model_policy_to_json(policy), if_revision, revision,
+                        error);
 }
 
 store_status store_get_policy(store *db, const char *service, model_policy *out, store_error *error)
@@ -1491,11 +1579,11 @@ store_status store_get_policy(store *db, const char *service, model_policy *out,
     return status;
 }
 
-store_status store_delete_policy(store *db, const char *service, int64_t *revision,
-                                 store_error *error)
+store_status store_delete_policy(store *db, const char *service, int64_t if_revision,
+                                 int64_t *revision, store_error *error)
 {
-    return document_delete(db, SQL_POLICY_DELETE, MODEL_KIND_POLICY, "policy", service, revision,
-                           error);
+    return document_delete(db, SQL_POLICY_DELETE, SQL_POLICY_REVISION, MODEL_KIND_POLICY, "policy",
+                           service, if_revision, revision, error);
 }
 
 /* ---- join tokens ---- */

@@ -30,12 +30,22 @@
 
 typedef enum store_status {
     STORE_OK = 0,
-    STORE_NOT_FOUND, /* the entity, or its parent, does not exist */
-    STORE_CONFLICT,  /* already exists / exhausted / not in the state asked for */
-    STORE_INVALID,   /* a value breaks a rule; error->field says which */
-    STORE_BUSY,      /* the database stayed locked past the busy timeout */
-    STORE_IO,        /* anything else SQLite or the file system reported */
+    STORE_NOT_FOUND,           /* the entity, or its parent, does not exist */
+    STORE_CONFLICT,            /* already exists / exhausted / not in the state asked for */
+    STORE_INVALID,             /* a value breaks a rule; error->field says which */
+    STORE_BUSY,                /* the database stayed locked past the busy timeout */
+    STORE_IO,                  /* anything else SQLite or the file system reported */
+    STORE_PRECONDITION_FAILED, /* the write's if_revision did not hold */
 } store_status;
+
+/* Conditional writes. Functions that take `if_revision` write only when the
+ * condition holds, checked inside their transaction:
+ *   0                 no condition;
+ *   STORE_IF_EXISTS   the entity must exist (HTTP If-Match: *);
+ *   a revision > 0    the entity must exist and have been last written at it
+ *                     (HTTP If-Match: "<revision>").
+ * Otherwise they return STORE_PRECONDITION_FAILED and change nothing. */
+#define STORE_IF_EXISTS (-1)
 
 typedef struct store_error {
     store_status status;
@@ -72,24 +82,27 @@ store_status store_check_integrity(store *db, bool *ok, store_error *error);
 /* ---- services ---- */
 
 /* Creates or replaces a service (validated). *created tells which (may be NULL).
- * Replacing keeps its endpoints, routes and policy. */
-store_status store_put_service(store *db, const model_service *service, bool *created,
-                               int64_t *revision, store_error *error);
+ * Replacing keeps its endpoints, routes and policy. On success service->revision
+ * is set to the revision that wrote it, so *service is what the store holds. */
+store_status store_put_service(store *db, model_service *service, int64_t if_revision,
+                               bool *created, int64_t *revision, store_error *error);
 /* *out is filled (caller clears it with model_service_clear). */
 store_status store_get_service(store *db, const char *name, model_service *out, store_error *error);
 /* All services ordered by name; caller frees with model_service_list_free. */
 store_status store_list_services(store *db, model_service_list *out, store_error *error);
 /* Deletes a service with its endpoints, routes and policy (each logged). */
-store_status store_delete_service(store *db, const char *name, int64_t *revision,
-                                  store_error *error);
+store_status store_delete_service(store *db, const char *name, int64_t if_revision,
+                                  int64_t *revision, store_error *error);
 
 /* ---- endpoints ---- */
 
 /* Creates or replaces endpoint (service, id). The service must exist
  * (STORE_NOT_FOUND otherwise). When ttl_s > 0 the endpoint expires at
- * now_ms + ttl_s unless it heartbeats. */
-store_status store_put_endpoint(store *db, const model_endpoint *endpoint, int64_t now_ms,
-                                bool *created, int64_t *revision, store_error *error);
+ * now_ms + ttl_s unless it heartbeats. On success endpoint->revision and
+ * endpoint->expires_at_ms are set, so *endpoint is what the store holds. */
+store_status store_put_endpoint(store *db, model_endpoint *endpoint, int64_t if_revision,
+                                int64_t now_ms, bool *created, int64_t *revision,
+                                store_error *error);
 store_status store_get_endpoint(store *db, const char *service, const char *id, model_endpoint *out,
                                 store_error *error);
 /* Endpoints of one service (service NULL: of every service), ordered by
@@ -97,7 +110,7 @@ store_status store_get_endpoint(store *db, const char *service, const char *id, 
 store_status store_list_endpoints(store *db, const char *service, model_endpoint_list *out,
                                   store_error *error);
 store_status store_delete_endpoint(store *db, const char *service, const char *id,
-                                   int64_t *revision, store_error *error);
+                                   int64_t if_revision, int64_t *revision, store_error *error);
 /* Replaces the whole endpoint set of a service in one transaction. Every
  * endpoint's service field must be NULL or equal to service; ids unique. */
 store_status store_replace_endpoints(store *db, const char *service,
@@ -108,7 +121,8 @@ store_status store_replace_endpoints(store *db, const char *service,
 store_status store_heartbeat_endpoint(store *db, const char *service, const char *id,
                                       int64_t now_ms, int64_t *revision, store_error *error);
 store_status store_set_endpoint_health(store *db, const char *service, const char *id,
-                                       model_health health, int64_t *revision, store_error *error);
+                                       model_health health, int64_t if_revision, int64_t *revision,
+                                       store_error *error);
 /* Marks every healthy endpoint whose TTL passed before now_ms unhealthy, in one
  * transaction. *reaped receives the count; *revision is unchanged when 0. */
 store_status store_reap_expired_endpoints(store *db, int64_t now_ms, size_t *reaped,
@@ -116,18 +130,18 @@ store_status store_reap_expired_endpoints(store *db, int64_t now_ms, size_t *rea
 
 /* ---- routes and policies (one document per service) ---- */
 
-store_status store_put_routes(store *db, const model_routes *routes, int64_t *revision,
-                              store_error *error);
+store_status store_put_routes(store *db, const model_routes *routes, int64_t if_revision,
+                              int64_t *revision, store_error *error);
 store_status store_get_routes(store *db, const char *service, model_routes *out,
                               store_error *error);
-store_status store_delete_routes(store *db, const char *service, int64_t *revision,
-                                 store_error *error);
-store_status store_put_policy(store *db, const model_policy *policy, int64_t *revision,
-                              store_error *error);
+store_status store_delete_routes(store *db, const char *service, int64_t if_revision,
+                                 int64_t *revision, store_error *error);
+store_status store_put_policy(store *db, const model_policy *policy, int64_t if_revision,
+                              int64_t *revision, store_error *error);
 store_status store_get_policy(store *db, const char *service, model_policy *out,
                               store_error *error);
-store_status store_delete_policy(store *db, const char *service, int64_t *revision,
-                                 store_error *error);
+store_status store_delete_policy(store *db, const char *service, int64_t if_revision,
+                                 int64_t *revision, store_error *error);
 
 /* ---- join tokens ---- */
 

@@ -393,7 +393,9 @@ static void test_name_is_valid(void **state)
     assert_true(model_name_is_valid("web"));
     assert_true(model_name_is_valid("a"));
     assert_true(model_name_is_valid("0"));
-    assert_true(model_name_is_valid("web-1.v2_x"));
+    assert_true(model_name_is_valid("web-1-v2"));
+    assert_false(model_name_is_valid("web-1.v2_x")); /* DNS-1123: no dots or underscores */
+    assert_false(model_name_is_valid("web-"));       /* must end with a letter or digit */
     assert_true(model_name_is_valid("9lives"));
 
     memset(name, 'a', 63);

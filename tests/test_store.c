@@ -157,7 +157,7 @@ static int64_t put_service(store *db, const char *name)
     model_service service;
     make_service(&service, name);
     int64_t revision = 0;
-    assert_store_ok(store_put_service(db, &service, NULL, &revision, &err));
+    assert_store_ok(store_put_service(db, &service, 0, NULL, &revision, &err));
     model_service_clear(&service);
     return revision;
 }
@@ -180,7 +180,7 @@ static int64_t put_endpoint(store *db, const char *service, const char *id, uint
     make_endpoint(&endpoint, service, id, "10.0.0.1", 8080);
     endpoint.ttl_s = ttl_s;
     int64_t revision = 0;
-    assert_store_ok(store_put_endpoint(db, &endpoint, now_ms, NULL, &revision, &err));
+    assert_store_ok(store_put_endpoint(db, &endpoint, 0, now_ms, NULL, &revision, &err));
     model_endpoint_clear(&endpoint);
     return revision;
 }
@@ -236,7 +236,7 @@ static int64_t put_routes(store *db, const char *service)
     model_routes routes;
     parse_routes(ROUTES_JSON, service, &routes);
     int64_t revision = 0;
-    assert_store_ok(store_put_routes(db, &routes, &revision, &err));
+    assert_store_ok(store_put_routes(db, &routes, 0, &revision, &err));
     model_routes_clear(&routes);
     return revision;
 }
@@ -247,7 +247,7 @@ static int64_t put_policy(store *db, const char *service)
     model_policy policy;
     parse_policy(POLICY_JSON, service, &policy);
     int64_t revision = 0;
-    assert_store_ok(store_put_policy(db, &policy, &revision, &err));
+    assert_store_ok(store_put_policy(db, &policy, 0, &revision, &err));
     model_policy_clear(&policy);
     return revision;
 }
@@ -325,8 +325,9 @@ static void test_status_names(void **state)
 {
     (void)state;
     assert_string_equal(store_status_name(STORE_NOT_FOUND), "not_found");
-    const store_status all[] = {STORE_OK,      STORE_NOT_FOUND, STORE_CONFLICT,
-                                STORE_INVALID, STORE_BUSY,      STORE_IO};
+    const store_status all[] = {
+        STORE_OK,   STORE_NOT_FOUND, STORE_CONFLICT,           STORE_INVALID,
+        STORE_BUSY, STORE_IO,        STORE_PRECONDITION_FAILED};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         const char *name = store_status_name(all[i]);
         assert_non_null(name);
@@ -361,7 +362,7 @@ static void test_service_created_then_replaced(void **state)
 
     bool created = false;
     int64_t revision = 0;
-    assert_store_ok(store_put_service(f->db, &service, &created, &revision, &err));
+    assert_store_ok(store_put_service(f->db, &service, 0, &created, &revision, &err));
     assert_true(created);
     assert_int_equal(revision, 1);
     assert_int_equal(current_revision(f->db), 1);
@@ -369,7 +370,7 @@ static void test_service_created_then_replaced(void **state)
     service.lb_policy = MODEL_LB_LEAST_REQUEST;
     service.connect_timeout_ms = 250;
     created = true;
-    assert_store_ok(store_put_service(f->db, &service, &created, &revision, &err));
+    assert_store_ok(store_put_service(f->db, &service, 0, &created, &revision, &err));
     assert_false(created);
     assert_int_equal(revision, 2);
     assert_int_equal(current_revision(f->db), 2);
@@ -429,7 +430,7 @@ static void test_service_all_fields_round_trip(void **state)
     service.dependency_count = 2;
 
     int64_t revision = 0;
-    assert_store_ok(store_put_service(f->db, &service, NULL, &revision, &err));
+    assert_store_ok(store_put_service(f->db, &service, 0, NULL, &revision, &err));
     model_service_clear(&service);
 
     model_service got;
@@ -460,7 +461,7 @@ static void test_service_all_fields_round_trip(void **state)
     /* has_dependencies with an empty list ("may call nothing") is not "may call everything". */
     make_service(&service, "isolated");
     service.has_dependencies = true;
-    assert_store_ok(store_put_service(f->db, &service, NULL, &revision, &err));
+    assert_store_ok(store_put_service(f->db, &service, 0, NULL, &revision, &err));
     model_service_clear(&service);
     memset(&got, 0, sizeof got);
     assert_store_ok(store_get_service(f->db, "isolated", &got, &err));
@@ -483,7 +484,7 @@ static void test_service_errors(void **state)
     assert_true(err.message[0] != '\0');
 
     int64_t revision = 0;
-    assert_store(STORE_NOT_FOUND, store_delete_service(f->db, "nope", &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_delete_service(f->db, "nope", 0, &revision, &err));
 
     put_service(f->db, "web");
     int64_t before = current_revision(f->db);
@@ -492,7 +493,7 @@ static void test_service_errors(void **state)
     make_service(&service, "web");
     service.connect_timeout_ms = 0;
     memset(&err, 0, sizeof err);
-    status = store_put_service(f->db, &service, NULL, &revision, &err);
+    status = store_put_service(f->db, &service, 0, NULL, &revision, &err);
     assert_int_equal(status, STORE_INVALID);
     assert_int_equal(err.status, STORE_INVALID);
     assert_string_equal(err.field, "connect_timeout_ms");
@@ -500,7 +501,7 @@ static void test_service_errors(void **state)
     model_service_clear(&service);
 
     make_service(&service, "Bad Name");
-    assert_store(STORE_INVALID, store_put_service(f->db, &service, NULL, &revision, &err));
+    assert_store(STORE_INVALID, store_put_service(f->db, &service, 0, NULL, &revision, &err));
     assert_string_equal(err.field, "name");
     model_service_clear(&service);
 
@@ -524,7 +525,7 @@ static void test_endpoint_put_get(void **state)
 
     /* The service must exist. */
     assert_store(STORE_NOT_FOUND,
-                 store_put_endpoint(f->db, &endpoint, 1000, &created, &revision, &err));
+                 store_put_endpoint(f->db, &endpoint, 0, 1000, &created, &revision, &err));
     assert_int_equal(current_revision(f->db), 0);
 
     put_service(f->db, "web");
@@ -535,7 +536,7 @@ static void test_endpoint_put_get(void **state)
     assert_true(model_labels_set(&endpoint.labels, "version", "v1"));
     assert_true(model_labels_set(&endpoint.labels, "app", "web"));
     assert_true(model_labels_set(&endpoint.labels, "track", "stable"));
-    assert_store_ok(store_put_endpoint(f->db, &endpoint, 1000, &created, &revision, &err));
+    assert_store_ok(store_put_endpoint(f->db, &endpoint, 0, 1000, &created, &revision, &err));
     assert_true(created);
     assert_int_equal(revision, 2);
 
@@ -567,7 +568,7 @@ static void test_endpoint_put_get(void **state)
     model_labels_clear(&endpoint.labels);
     assert_true(model_labels_set(&endpoint.labels, "version", "v2"));
     created = true;
-    assert_store_ok(store_put_endpoint(f->db, &endpoint, 2000, &created, &revision, &err));
+    assert_store_ok(store_put_endpoint(f->db, &endpoint, 0, 2000, &created, &revision, &err));
     assert_false(created);
     assert_int_equal(revision, 3);
     memset(&got, 0, sizeof got);
@@ -582,7 +583,7 @@ static void test_endpoint_put_get(void **state)
 
     /* No zone given: read back as "". */
     make_endpoint(&endpoint, "web", "web-2", "10.1.2.4", 8080);
-    assert_store_ok(store_put_endpoint(f->db, &endpoint, 2000, NULL, &revision, &err));
+    assert_store_ok(store_put_endpoint(f->db, &endpoint, 0, 2000, NULL, &revision, &err));
     model_endpoint_clear(&endpoint);
     memset(&got, 0, sizeof got);
     assert_store_ok(store_get_endpoint(f->db, "web", "web-2", &got, &err));
@@ -608,11 +609,13 @@ static void test_endpoint_invalid(void **state)
     model_endpoint endpoint;
     make_endpoint(&endpoint, "web", "web-1", "10.0.0.1", 8080);
     endpoint.weight = 0;
-    assert_store(STORE_INVALID, store_put_endpoint(f->db, &endpoint, 1000, NULL, &revision, &err));
+    assert_store(STORE_INVALID,
+                 store_put_endpoint(f->db, &endpoint, 0, 1000, NULL, &revision, &err));
     assert_string_equal(err.field, "weight");
     endpoint.weight = 1;
     set_str(&endpoint.address, "not-an-ip");
-    assert_store(STORE_INVALID, store_put_endpoint(f->db, &endpoint, 1000, NULL, &revision, &err));
+    assert_store(STORE_INVALID,
+                 store_put_endpoint(f->db, &endpoint, 0, 1000, NULL, &revision, &err));
     assert_string_equal(err.field, "address");
     model_endpoint_clear(&endpoint);
 
@@ -653,7 +656,7 @@ static void test_endpoint_list_delete(void **state)
 
     int64_t before = current_revision(f->db);
     int64_t revision = 0;
-    assert_store_ok(store_delete_endpoint(f->db, "web", "e1", &revision, &err));
+    assert_store_ok(store_delete_endpoint(f->db, "web", "e1", 0, &revision, &err));
     assert_int_equal(revision, before + 1);
     assert_endpoint_missing(f->db, "web", "e1");
     /* Same id in another service is untouched. */
@@ -662,8 +665,8 @@ static void test_endpoint_list_delete(void **state)
     assert_store_ok(store_get_endpoint(f->db, "api", "e1", &got, &err));
     model_endpoint_clear(&got);
 
-    assert_store(STORE_NOT_FOUND, store_delete_endpoint(f->db, "web", "e1", &revision, &err));
-    assert_store(STORE_NOT_FOUND, store_delete_endpoint(f->db, "nope", "e1", &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_delete_endpoint(f->db, "web", "e1", 0, &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_delete_endpoint(f->db, "nope", "e1", 0, &revision, &err));
     assert_int_equal(current_revision(f->db), before + 1);
 
     assert_store_ok(store_list_endpoints(f->db, "web", &list, &err));
@@ -848,7 +851,7 @@ static void test_reap_skips_draining(void **state)
     endpoint.ttl_s = 5;
     endpoint.health = MODEL_HEALTH_DRAINING;
     int64_t revision = 0;
-    assert_store_ok(store_put_endpoint(f->db, &endpoint, 1000, NULL, &revision, &err));
+    assert_store_ok(store_put_endpoint(f->db, &endpoint, 0, 1000, NULL, &revision, &err));
     model_endpoint_clear(&endpoint);
     put_endpoint(f->db, "web", "a", 5, 1000);
     put_endpoint(f->db, "web", "b", 5, 1000);
@@ -875,7 +878,7 @@ static void test_set_endpoint_health(void **state)
     int64_t revision = 0;
 
     assert_store_ok(
-        store_set_endpoint_health(f->db, "web", "e1", MODEL_HEALTH_DRAINING, &revision, &err));
+        store_set_endpoint_health(f->db, "web", "e1", MODEL_HEALTH_DRAINING, 0, &revision, &err));
     assert_int_equal(revision, before + 1);
     model_endpoint got;
     memset(&got, 0, sizeof got);
@@ -885,14 +888,15 @@ static void test_set_endpoint_health(void **state)
     model_endpoint_clear(&got);
 
     assert_store_ok(
-        store_set_endpoint_health(f->db, "web", "e1", MODEL_HEALTH_UNHEALTHY, &revision, &err));
+        store_set_endpoint_health(f->db, "web", "e1", MODEL_HEALTH_UNHEALTHY, 0, &revision, &err));
     memset(&got, 0, sizeof got);
     assert_store_ok(store_get_endpoint(f->db, "web", "e1", &got, &err));
     assert_int_equal(got.health, MODEL_HEALTH_UNHEALTHY);
     model_endpoint_clear(&got);
 
-    assert_store(STORE_NOT_FOUND, store_set_endpoint_health(f->db, "web", "nope",
-                                                            MODEL_HEALTH_HEALTHY, &revision, &err));
+    assert_store(
+        STORE_NOT_FOUND,
+        store_set_endpoint_health(f->db, "web", "nope", MODEL_HEALTH_HEALTHY, 0, &revision, &err));
     assert_int_equal(current_revision(f->db), before + 2);
 }
 
@@ -906,19 +910,19 @@ static void test_routes_put_get_delete(void **state)
     parse_routes(ROUTES_JSON, "web", &routes);
     int64_t revision = 0;
 
-    assert_store(STORE_NOT_FOUND, store_put_routes(f->db, &routes, &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_put_routes(f->db, &routes, 0, &revision, &err));
     model_routes got;
     memset(&got, 0, sizeof got);
     assert_store(STORE_NOT_FOUND, store_get_routes(f->db, "web", &got, &err));
-    assert_store(STORE_NOT_FOUND, store_delete_routes(f->db, "web", &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_delete_routes(f->db, "web", 0, &revision, &err));
     assert_int_equal(current_revision(f->db), 0);
 
     put_service(f->db, "web");
     /* A service without routes has none to get or delete. */
     assert_store(STORE_NOT_FOUND, store_get_routes(f->db, "web", &got, &err));
-    assert_store(STORE_NOT_FOUND, store_delete_routes(f->db, "web", &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_delete_routes(f->db, "web", 0, &revision, &err));
 
-    assert_store_ok(store_put_routes(f->db, &routes, &revision, &err));
+    assert_store_ok(store_put_routes(f->db, &routes, 0, &revision, &err));
     assert_int_equal(revision, 2);
     memset(&got, 0, sizeof got);
     assert_store_ok(store_get_routes(f->db, "web", &got, &err));
@@ -942,7 +946,7 @@ static void test_routes_put_get_delete(void **state)
 
     /* Replace. */
     parse_routes("{\"rules\":[{\"match\":{\"path_exact\":\"/x\"}},{}]}", "web", &routes);
-    assert_store_ok(store_put_routes(f->db, &routes, &revision, &err));
+    assert_store_ok(store_put_routes(f->db, &routes, 0, &revision, &err));
     assert_int_equal(revision, 3);
     model_routes_clear(&routes);
     memset(&got, 0, sizeof got);
@@ -951,11 +955,11 @@ static void test_routes_put_get_delete(void **state)
     assert_int_equal(got.rules[0].path_match, MODEL_PATH_EXACT);
     model_routes_clear(&got);
 
-    assert_store_ok(store_delete_routes(f->db, "web", &revision, &err));
+    assert_store_ok(store_delete_routes(f->db, "web", 0, &revision, &err));
     assert_int_equal(revision, 4);
     memset(&got, 0, sizeof got);
     assert_store(STORE_NOT_FOUND, store_get_routes(f->db, "web", &got, &err));
-    assert_store(STORE_NOT_FOUND, store_delete_routes(f->db, "web", &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_delete_routes(f->db, "web", 0, &revision, &err));
     assert_int_equal(current_revision(f->db), 4);
     /* The service itself stays. */
     model_service service;
@@ -972,17 +976,17 @@ static void test_policy_put_get_delete(void **state)
     parse_policy(POLICY_JSON, "web", &policy);
     int64_t revision = 0;
 
-    assert_store(STORE_NOT_FOUND, store_put_policy(f->db, &policy, &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_put_policy(f->db, &policy, 0, &revision, &err));
     model_policy got;
     memset(&got, 0, sizeof got);
     assert_store(STORE_NOT_FOUND, store_get_policy(f->db, "web", &got, &err));
-    assert_store(STORE_NOT_FOUND, store_delete_policy(f->db, "web", &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_delete_policy(f->db, "web", 0, &revision, &err));
     assert_int_equal(current_revision(f->db), 0);
 
     put_service(f->db, "web");
     assert_store(STORE_NOT_FOUND, store_get_policy(f->db, "web", &got, &err));
 
-    assert_store_ok(store_put_policy(f->db, &policy, &revision, &err));
+    assert_store_ok(store_put_policy(f->db, &policy, 0, &revision, &err));
     assert_int_equal(revision, 2);
     memset(&got, 0, sizeof got);
     assert_store_ok(store_get_policy(f->db, "web", &got, &err));
@@ -1004,7 +1008,7 @@ static void test_policy_put_get_delete(void **state)
     model_policy_clear(&policy);
 
     parse_policy("{\"default\":\"allow\",\"deny\":[{\"from\":\"batch\"}]}", "web", &policy);
-    assert_store_ok(store_put_policy(f->db, &policy, &revision, &err));
+    assert_store_ok(store_put_policy(f->db, &policy, 0, &revision, &err));
     assert_int_equal(revision, 3);
     model_policy_clear(&policy);
     memset(&got, 0, sizeof got);
@@ -1014,11 +1018,11 @@ static void test_policy_put_get_delete(void **state)
     assert_int_equal(got.deny_count, 1);
     model_policy_clear(&got);
 
-    assert_store_ok(store_delete_policy(f->db, "web", &revision, &err));
+    assert_store_ok(store_delete_policy(f->db, "web", 0, &revision, &err));
     assert_int_equal(revision, 4);
     memset(&got, 0, sizeof got);
     assert_store(STORE_NOT_FOUND, store_get_policy(f->db, "web", &got, &err));
-    assert_store(STORE_NOT_FOUND, store_delete_policy(f->db, "web", &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_delete_policy(f->db, "web", 0, &revision, &err));
     assert_int_equal(current_revision(f->db), 4);
 }
 
@@ -1033,14 +1037,14 @@ static void test_routes_policy_invalid(void **state)
     model_routes routes;
     parse_routes(ROUTES_JSON, "web", &routes);
     routes.rules[0].splits[1].weight = 0;
-    assert_store(STORE_INVALID, store_put_routes(f->db, &routes, &revision, &err));
+    assert_store(STORE_INVALID, store_put_routes(f->db, &routes, 0, &revision, &err));
     assert_string_equal(err.field, "rules[0].split[1].weight");
     model_routes_clear(&routes);
 
     model_policy policy;
     parse_policy(POLICY_JSON, "web", &policy);
     set_str(&policy.allow[0].from, "Not A Service");
-    assert_store(STORE_INVALID, store_put_policy(f->db, &policy, &revision, &err));
+    assert_store(STORE_INVALID, store_put_policy(f->db, &policy, 0, &revision, &err));
     assert_string_equal(err.field, "allow[0].from");
     model_policy_clear(&policy);
 
@@ -1067,7 +1071,7 @@ static void test_service_replace_keeps_children(void **state)
     service.protocol = MODEL_PROTOCOL_GRPC;
     bool created = true;
     int64_t revision = 0;
-    assert_store_ok(store_put_service(f->db, &service, &created, &revision, &err));
+    assert_store_ok(store_put_service(f->db, &service, 0, &created, &revision, &err));
     assert_false(created);
     model_service_clear(&service);
 
@@ -1099,7 +1103,7 @@ static void test_delete_service_cascades(void **state)
     int64_t before = current_revision(f->db);
 
     int64_t revision = 0;
-    assert_store_ok(store_delete_service(f->db, "web", &revision, &err));
+    assert_store_ok(store_delete_service(f->db, "web", 0, &revision, &err));
     assert_int_equal(revision, before + 1);
     assert_int_equal(current_revision(f->db), before + 1);
 
@@ -1491,7 +1495,7 @@ static void test_change_log(void **state)
     assert_int_equal(put_routes(f->db, "web"), 3);
     assert_int_equal(put_policy(f->db, "web"), 4);
     int64_t revision = 0;
-    assert_store_ok(store_delete_endpoint(f->db, "web", "e1", &revision, &err));
+    assert_store_ok(store_delete_endpoint(f->db, "web", "e1", 0, &revision, &err));
     assert_int_equal(revision, 5);
 
     model_change_list changes = {0};
@@ -1630,7 +1634,7 @@ static void test_migration_from_v1(void **state)
     make_endpoint(&endpoint, "web", "e1", "10.9.8.7", 8443);
     assert_true(model_labels_set(&endpoint.labels, "version", "v1"));
     int64_t revision = 0;
-    assert_store_ok(store_put_endpoint(f->db, &endpoint, 1000, NULL, &revision, &err));
+    assert_store_ok(store_put_endpoint(f->db, &endpoint, 0, 1000, NULL, &revision, &err));
     model_endpoint_clear(&endpoint);
     store_close(f->db);
     f->db = NULL;
@@ -1727,10 +1731,55 @@ static void test_synchronous_full(void **state)
     model_endpoint_clear(&endpoint);
 }
 
+/* If-Match semantics: a stale or missing revision changes nothing. */
+static void test_conditional_writes(void **state)
+{
+    fixture *f = *state;
+    store_error err;
+    int64_t first = put_service(f->db, "web");
+    model_service service;
+    make_service(&service, "web");
+    service.connect_timeout_ms = 250;
+    int64_t revision = 0;
+
+    /* A stale revision: refused, nothing written, revision unchanged. */
+    assert_store(STORE_PRECONDITION_FAILED,
+                 store_put_service(f->db, &service, first + 7, NULL, &revision, &err));
+    assert_non_null(strstr(err.message, "not"));
+    assert_int_equal(current_revision(f->db), first);
+    /* The right revision: written. */
+    assert_store_ok(store_put_service(f->db, &service, first, NULL, &revision, &err));
+    assert_int_equal(revision, first + 1);
+    /* "Must exist" on an absent entity. */
+    set_str(&service.name, "api");
+    assert_store(STORE_PRECONDITION_FAILED,
+                 store_put_service(f->db, &service, STORE_IF_EXISTS, NULL, &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_get_service(f->db, "api", &service, &err));
+    model_service_clear(&service);
+
+    int64_t endpoint_revision = put_endpoint(f->db, "web", "e1", 0, 1000);
+    assert_store(STORE_PRECONDITION_FAILED,
+                 store_delete_endpoint(f->db, "web", "e1", endpoint_revision - 1, &revision, &err));
+    assert_store_ok(store_delete_endpoint(f->db, "web", "e1", endpoint_revision, &revision, &err));
+
+    int64_t routes_revision = put_routes(f->db, "web");
+    assert_store(STORE_PRECONDITION_FAILED,
+                 store_delete_routes(f->db, "web", routes_revision + 1, &revision, &err));
+    assert_store_ok(store_delete_routes(f->db, "web", STORE_IF_EXISTS, &revision, &err));
+    assert_store(STORE_PRECONDITION_FAILED,
+                 store_delete_policy(f->db, "web", STORE_IF_EXISTS, &revision, &err));
+    int64_t before = current_revision(f->db);
+    assert_store(STORE_PRECONDITION_FAILED,
+                 store_delete_service(f->db, "web", first, &revision, &err));
+    assert_int_equal(current_revision(f->db), before);
+    assert_store_ok(store_delete_service(f->db, "web", first + 1, &revision, &err));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conditional_writes, setup, teardown),
         cmocka_unit_test(test_status_names),
         cmocka_unit_test(test_open_bad_path),
         cmocka_unit_test_setup_teardown(test_service_created_then_replaced, setup, teardown),

@@ -113,7 +113,7 @@ static void child_main(const char *path, uint32_t round, int fd)
     model_service service;
     model_service_init(&service);
     service.name = strdup("web");
-    status = store_put_service(db, &service, NULL, NULL, &err);
+    status = store_put_service(db, &service, 0, NULL, NULL, &err);
     model_service_clear(&service);
     if (status != STORE_OK) {
         fprintf(stderr, "child: put service web: %s\n", err.message);
@@ -137,7 +137,7 @@ static void child_main(const char *path, uint32_t round, int fd)
             model_service_init(&service);
             service_name(name, sizeof name, round, n);
             service.name = strdup(name);
-            status = store_put_service(db, &service, NULL, NULL, &err);
+            status = store_put_service(db, &service, 0, NULL, NULL, &err);
             model_service_clear(&service);
         } else {
             kind = ACK_ENDPOINT;
@@ -148,7 +148,7 @@ static void child_main(const char *path, uint32_t round, int fd)
             endpoint.id = strdup(name);
             endpoint.address = strdup("10.0.0.1");
             endpoint.port = (uint16_t)(1 + n % 65535);
-            status = store_put_endpoint(db, &endpoint, 1000, NULL, NULL, &err);
+            status = store_put_endpoint(db, &endpoint, 0, 1000, NULL, NULL, &err);
             model_endpoint_clear(&endpoint);
         }
         if (status != STORE_OK) {

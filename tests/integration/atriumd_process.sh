@@ -53,8 +53,16 @@ check "one log line for the REST listener" \
   test "$(grep -c 'listening on' "$work/first.log")" -eq 1
 check "/healthz answers ok" \
   bash -c "curl -sf http://127.0.0.1:$port/healthz | grep -q '\"status\":\"ok\"'"
-check "unknown path is a JSON 404" \
-  bash -c "test \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/nope)\" = 404"
+check "admin token file created with mode 0600" \
+  test "$(stat -c %a "$work/data/admin.token")" = 600
+check "the log says where the token is, never the token" \
+  bash -c "grep -q 'admin token created in $work/data/admin.token' '$work/first.log' && \
+           ! grep -qF \"\$(cat '$work/data/admin.token')\" '$work/first.log'"
+check "without the token: 401" \
+  bash -c "test \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/v1/services)\" = 401"
+check "with the token, an unknown path is a JSON 404" \
+  bash -c "curl -s -H \"Authorization: Bearer \$(cat '$work/data/admin.token')\" \
+           http://127.0.0.1:$port/nope | grep -q '\"code\":\"not_found\"'"
 
 # 2. A second atriumd on the same data directory refuses to start.
 set +e
@@ -78,6 +86,8 @@ cat >"$work/atriumd.json" <<JSON
 {"data_dir": "$work/data", "rest_addr": "127.0.0.1:0", "synchronous": "full"}
 JSON
 start_atriumd "$work/config.log" --config "$work/atriumd.json"
+check "restart reads the same admin token" \
+  grep -q "admin token read from $work/data/admin.token" "$work/config.log"
 check "config file: data dir reused, synchronous=full" \
   grep -q "store $work/data/atrium.db open (schema [0-9]*, revision 0, synchronous=full)" \
   "$work/config.log"

@@ -1,0 +1,686 @@
+/*
+ * rest_api.c — the admin REST API's routes and handlers. Each handler parses
+ * and validates the body with the model (errors name the field), makes one
+ * store call (one transaction), and answers with the resource as stored —
+ * after the commit, so a 2xx always describes committed state.
+ */
+#include "rest_api.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef void (*rest_handler)(store *db, const rest_call *call, rest_reply *reply);
+
+/* What a route accepts besides its path. */
+enum {
+    TAKES_BODY = 1 << 0,  /* a JSON body is required */
+    CONDITIONAL = 1 << 1, /* honours If-Match (the resource has an ETag) */
+    DRY_RUN = 1 << 2,     /* honours ?dry_run=true */
+};
+
+struct rest_route {
+    const char *method;
+    const char *pattern; /* literal segments and {parameters} */
+    rest_handler handler;
+    unsigned accepts;
+};
+
+/* ---- replies ---- */
+
+void rest_reply_error(rest_reply *reply, int status, const char *code, const char *field,
+                      const char *format, ...)
+{
+    char message[512];
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(message, sizeof(message), format, arguments);
+    va_end(arguments);
+    json_t *error = json_pack("{s:s,s:s}", "code", code, "message", message);
+    if (error != NULL && field != NULL && field[0] != '\0')
+        json_object_set_new(error, "field", json_string(field));
+    rest_reply_clear(reply);
+    reply->status = status;
+    reply->body = json_pack("{s:o}", "error", error);
+}
+
+void rest_reply_clear(rest_reply *reply)
+{
+    json_decref(reply->body);
+    reply->body = NULL;
+    reply->etag = 0;
+}
+
+static void reply_json(rest_reply *reply, int status, json_t *body, int64_t etag)
+{
+    if (body == NULL) {
+        rest_reply_error(reply, 500, "internal", NULL, "out of memory");
+        return;
+    }
+    rest_reply_clear(reply);
+    reply->status = status;
+    reply->body = body;
+    reply->etag = etag;
+}
+
+static void reply_store_error(rest_reply *reply, const store_error *error)
+{
+    static const struct {
+        int status;
+        const char *code;
+    } mapping[] = {
+        [STORE_OK] = {500, "internal"},
+        [STORE_NOT_FOUND] = {404, "not_found"},
+        [STORE_CONFLICT] = {409, "conflict"},
+        [STORE_INVALID] = {400, "invalid"},
+        [STORE_BUSY] = {503, "busy"},
+        [STORE_IO] = {500, "internal"},
+        [STORE_PRECONDITION_FAILED] = {412, "precondition_failed"},
+    };
+    unsigned index =
+        (unsigned)error->status <= STORE_PRECONDITION_FAILED ? error->status : STORE_IO;
+    rest_reply_error(reply, mapping[index].status, mapping[index].code, error->field, "%s",
+                     error->message);
+}
+
+static void reply_invalid(rest_reply *reply, const model_error *error)
+{
+    rest_reply_error(reply, 400, "invalid", error->field, "%s%s%s", error->field,
+                     error->field[0] ? ": " : "", error->message);
+}
+
+static void reply_revision(rest_reply *reply, int64_t revision)
+{
+    reply_json(reply, 200, json_pack("{s:I}", "revision", (json_int_t)revision), 0);
+}
+
+/* Copies body without the keys a GET adds ("service", "revision"), after
+ * checking "service" names the path's service. NULL (with the reply filled)
+ * when it does not. The caller decrefs the copy. */
+static json_t *document_body(const json_t *body, const char *service, rest_reply *reply)
+{
+    if (!json_is_object(body)) {
+        rest_reply_error(reply, 400, "invalid", NULL, "body must be a JSON object");
+        return NULL;
+    }
+    json_t *named = json_object_get(body, "service");
+    if (named != NULL && (!json_is_string(named) || strcmp(json_string_value(named), service))) {
+        rest_reply_error(reply, 400, "invalid", "service",
+                         "service: must be \"%s\", the service in the path, or left out", service);
+        return NULL;
+    }
+    json_t *copy = json_copy((json_t *)body);
+    if (copy == NULL) {
+        rest_reply_error(reply, 500, "internal", NULL, "out of memory");
+        return NULL;
+    }
+    json_object_del(copy, "service");
+    json_object_del(copy, "revision");
+    return copy;
+}
+
+/* ---- services ---- */
+
+static void list_services(store *db, const rest_call *call, rest_reply *reply)
+{
+    (void)call;
+    model_service_list list;
+    store_error error;
+    int64_t revision = 0;
+    store_revision(db, &revision, NULL);
+    if (store_list_services(db, &list, &error) != STORE_OK) {
+        reply_store_error(reply, &error);
+        return;
+    }
+    json_t *items = json_array();
+    for (size_t i = 0; items != NULL && i < list.count; i++)
+        json_array_append_new(items, model_service_to_json(&list.items[i]));
+    model_service_list_free(&list);
+    reply_json(reply, 200,
+               json_pack("{s:o,s:I}", "services", items, "revision", (json_int_t)revision), 0);
+}
+
+static void get_service(store *db, const rest_call *call, rest_reply *reply)
+{
+    model_service service;
+    store_error error;
+    if (store_get_service(db, call->params[0], &service, &error) != STORE_OK) {
+        reply_store_error(reply, &error);
+        return;
+    }
+    reply_json(reply, 200, model_service_to_json(&service), service.revision);
+    model_service_clear(&service);
+}
+
+static void put_service(store *db, const rest_call *call, rest_reply *reply)
+{
+    model_service service;
+    model_error invalid;
+    if (!model_service_from_json(call->body, call->params[0], &service, &invalid)) {
+        reply_invalid(reply, &invalid);
+        return;
+    }
+    if (call->dry_run) {
+        reply_json(reply, 200, model_service_to_json(&service), 0);
+        model_service_clear(&service);
+        return;
+    }
+    bool created = false;
+    store_error error;
+    if (store_put_service(db, &service, call->if_revision, &created, NULL, &error) != STORE_OK)
+        reply_store_error(reply, &error);
+    else /* the service as stored: the store set its revision */
+        reply_json(reply, created ? 201 : 200, model_service_to_json(&service), service.revision);
+    model_service_clear(&service);
+}
+
+static void delete_service(store *db, const rest_call *call, rest_reply *reply)
+{
+    int64_t revision = 0;
+    store_error error;
+    if (store_delete_service(db, call->params[0], call->if_revision, &revision, &error) != STORE_OK)
+        reply_store_error(reply, &error);
+    else
+        reply_revision(reply, revision);
+}
+
+/* 404 unless the path's service exists; true when it does. */
+static bool require_service(store *db, const char *name, rest_reply *reply)
+{
+    model_service service;
+    store_error error;
+    if (store_get_service(db, name, &service, &error) != STORE_OK) {
+        snprintf(error.field, sizeof(error.field), "service");
+        reply_store_error(reply, &error);
+        return false;
+    }
+    model_service_clear(&service);
+    return true;
+}
+
+/* ---- endpoints ---- */
+
+static void list_endpoints(store *db, const rest_call *call, rest_reply *reply)
+{
+    if (!require_service(db, call->params[0], reply))
+        return;
+    model_endpoint_list list;
+    store_error error;
+    if (store_list_endpoints(db, call->params[0], &list, &error) != STORE_OK) {
+        reply_store_error(reply, &error);
+        return;
+    }
+    json_t *items = json_array();
+    for (size_t i = 0; items != NULL && i < list.count; i++)
+        json_array_append_new(items, model_endpoint_to_json(&list.items[i]));
+    model_endpoint_list_free(&list);
+    reply_json(reply, 200, json_pack("{s:s,s:o}", "service", call->params[0], "endpoints", items),
+               0);
+}
+
+static void get_endpoint(store *db, const rest_call *call, rest_reply *reply)
+{
+    model_endpoint endpoint;
+    store_error error;
+    if (store_get_endpoint(db, call->params[0], call->params[1], &endpoint, &error) != STORE_OK) {
+        reply_store_error(reply, &error);
+        return;
+    }
+    reply_json(reply, 200, model_endpoint_to_json(&endpoint), endpoint.revision);
+    model_endpoint_clear(&endpoint);
+}
+
+/* The configuration of an endpoint, as a dry run shows it: no health unless
+ * asked for, no expiry or revision (those are state, not configuration). */
+static json_t *endpoint_configuration(const model_endpoint *endpoint, const json_t *body)
+{
+    json_t *object = model_endpoint_to_json(endpoint);
+    if (object != NULL && json_object_get(body, "health") == NULL)
+        json_object_del(object, "health");
+    return object;
+}
+
+static void put_endpoint(store *db, const rest_call *call, rest_reply *reply)
+{
+    model_endpoint endpoint;
+    model_error invalid;
+    if (!model_endpoint_from_json(call->body, call->params[0], call->params[1], "", &endpoint,
+                                  &invalid)) {
+        reply_invalid(reply, &invalid);
+        return;
+    }
+    if (call->dry_run) {
+        reply_json(reply, 200, endpoint_configuration(&endpoint, call->body), 0);
+        model_endpoint_clear(&endpoint);
+        return;
+    }
+    bool created = false;
+    store_error error;
+    if (store_put_endpoint(db, &endpoint, call->if_revision, call->now_ms, &created, NULL,
+                           &error) != STORE_OK)
+        reply_store_error(reply, &error);
+    else /* the endpoint as stored: the store set its revision and expiry */
+        reply_json(reply, created ? 201 : 200, model_endpoint_to_json(&endpoint),
+                   endpoint.revision);
+    model_endpoint_clear(&endpoint);
+}
+
+static void replace_endpoints(store *db, const rest_call *call, rest_reply *reply)
+{
+    const json_t *body = call->body;
+    const char *key;
+    json_t *value;
+    if (!json_is_object(body)) {
+        rest_reply_error(reply, 400, "invalid", NULL,
+                         "body must be {\"endpoints\": [...]}, the whole set of endpoints");
+        return;
+    }
+    json_object_foreach((json_t *)body, key, value)
+    {
+        /* "service" may repeat the path, so a GET of the list can be PUT back. */
+        bool same_service = strcmp(key, "service") == 0 && json_is_string(value) &&
+                            strcmp(json_string_value(value), call->params[0]) == 0;
+        if (strcmp(key, "endpoints") != 0 && !same_service) {
+            rest_reply_error(reply, 400, "invalid", key,
+                             strcmp(key, "service") == 0
+                                 ? "%s: must be the service in the path, or left out"
+                                 : "%s: unknown field",
+                             key);
+            return;
+        }
+    }
+    json_t *items = json_object_get(body, "endpoints");
+    if (!json_is_array(items)) {
+        rest_reply_error(reply, 400, "invalid", "endpoints",
+                         "endpoints: must be an array, the whole set of endpoints");
+        return;
+    }
+    size_t count = json_array_size(items);
+    model_endpoint *endpoints = count ? calloc(count, sizeof(*endpoints)) : NULL;
+    if (count && endpoints == NULL) {
+        rest_reply_error(reply, 500, "internal", NULL, "out of memory");
+        return;
+    }
+    size_t parsed = 0;
+    model_error invalid;
+    char field[64];
+    for (; parsed < count; parsed++) {
+        snprintf(field, sizeof(field), "endpoints[%zu]", parsed);
+        if (!model_endpoint_from_json(json_array_get(items, parsed), call->params[0], NULL, field,
+                                      &endpoints[parsed], &invalid))
+            break;
+    }
+    if (parsed < count)
+        goto failed;
+    size_t first, second;
+    if (model_endpoints_find_duplicate(endpoints, count, &first, &second)) {
+        snprintf(invalid.field, sizeof(invalid.field), "endpoints[%zu].id", second);
+        snprintf(invalid.message, sizeof(invalid.message),
+                 "duplicate id \"%s\" (also endpoints[%zu])", endpoints[second].id, first);
+        goto failed;
+    }
+    if (call->dry_run) {
+        json_t *shown = json_array();
+        for (size_t i = 0; shown != NULL && i < count; i++)
+            json_array_append_new(shown,
+                                  endpoint_configuration(&endpoints[i], json_array_get(items, i)));
+        reply_json(reply, 200,
+                   json_pack("{s:s,s:o}", "service", call->params[0], "endpoints", shown), 0);
+    } else {
+        int64_t revision = 0;
+        store_error error;
+        if (store_replace_endpoints(db, call->params[0], endpoints, count, call->now_ms, &revision,
+                                    &error) != STORE_OK)
+            reply_store_error(reply, &error);
+        else
+            reply_json(reply, 200,
+                       json_pack("{s:s,s:I,s:I}", "service", call->params[0], "endpoints",
+                                 (json_int_t)count, "revision", (json_int_t)revision),
+                       0);
+    }
+    for (size_t i = 0; i < count; i++)
+        model_endpoint_clear(&endpoints[i]);
+    free(endpoints);
+    return;
+failed:
+    for (size_t i = 0; i < parsed; i++)
+        model_endpoint_clear(&endpoints[i]);
+    free(endpoints);
+    reply_invalid(reply, &invalid);
+}
+
+static void delete_endpoint(store *db, const rest_call *call, rest_reply *reply)
+{
+    int64_t revision = 0;
+    store_error error;
+    if (store_delete_endpoint(db, call->params[0], call->params[1], call->if_revision, &revision,
+                              &error) != STORE_OK)
+        reply_store_error(reply, &error);
+    else
+        reply_revision(reply, revision);
+}
+
+static void heartbeat_endpoint(store *db, const rest_call *call, rest_reply *reply)
+{
+    store_error error;
+    if (store_heartbeat_endpoint(db, call->params[0], call->params[1], call->now_ms, NULL,
+                                 &error) != STORE_OK) {
+        reply_store_error(reply, &error);
+        return;
+    }
+    get_endpoint(db, call, reply);
+}
+
+static void set_endpoint_health(store *db, const rest_call *call, rest_reply *reply)
+{
+    json_t *health = json_object_get(call->body, "health");
+    model_health value;
+    if (!json_is_object(call->body) || json_object_size(call->body) != 1 || health == NULL ||
+        !model_health_parse(json_is_string(health) ? json_string_value(health) : NULL, &value)) {
+        rest_reply_error(reply, 400, "invalid", "health",
+                         "body must be {\"health\": \"healthy\" | \"unhealthy\" | \"draining\"}");
+        return;
+    }
+    store_error error;
+    if (store_set_endpoint_health(db, call->params[0], call->params[1], value, call->if_revision,
+                                  NULL, &error) != STORE_OK) {
+        reply_store_error(reply, &error);
+        return;
+    }
+    get_endpoint(db, call, reply);
+}
+
+/* ---- routes and policies ---- */
+
+/* {"service": S, ...document..., "revision": R} */
+static json_t *with_owner(json_t *document, const char *service, int64_t revision)
+{
+    if (document == NULL)
+        return NULL;
+    json_object_set_new(document, "service", json_string(service));
+    if (revision != 0)
+        json_object_set_new(document, "revision", json_integer(revision));
+    return document;
+}
+
+static void get_routes(store *db, const rest_call *call, rest_reply *reply)
+{
+    model_routes routes;
+    store_error error;
+    if (store_get_routes(db, call->params[0], &routes, &error) != STORE_OK) {
+        reply_store_error(reply, &error);
+        return;
+    }
+    reply_json(reply, 200,
+               with_owner(model_routes_to_json(&routes), routes.service, routes.revision),
+               routes.revision);
+    model_routes_clear(&routes);
+}
+
+static void put_routes(store *db, const rest_call *call, rest_reply *reply)
+{
+    json_t *document = document_body(call->body, call->params[0], reply);
+    if (document == NULL)
+        return;
+    model_routes routes;
+    model_error invalid;
+    bool parsed = model_routes_from_json(document, &routes, &invalid);
+    json_decref(document);
+    if (!parsed) {
+        reply_invalid(reply, &invalid);
+        return;
+    }
+    if (call->dry_run) {
+        reply_json(reply, 200, with_owner(model_routes_to_json(&routes), call->params[0], 0), 0);
+        model_routes_clear(&routes);
+        return;
+    }
+    routes.service = strdup(call->params[0]);
+    store_error error;
+    store_status status =
+        routes.service ? store_put_routes(db, &routes, call->if_revision, NULL, &error) : STORE_IO;
+    model_routes_clear(&routes);
+    if (status != STORE_OK)
+        reply_store_error(reply, &error);
+    else
+        get_routes(db, call, reply);
+}
+
+static void delete_routes(store *db, const rest_call *call, rest_reply *reply)
+{
+    int64_t revision = 0;
+    store_error error;
+    if (store_delete_routes(db, call->params[0], call->if_revision, &revision, &error) != STORE_OK)
+        reply_store_error(reply, &error);
+    else
+        reply_revision(reply, revision);
+}
+
+static void get_policy(store *db, const rest_call *call, rest_reply *reply)
+{
+    model_policy policy;
+    store_error error;
+    if (store_get_policy(db, call->params[0], &policy, &error) != STORE_OK) {
+        reply_store_error(reply, &error);
+        return;
+    }
+    reply_json(reply, 200,
+               with_owner(model_policy_to_json(&policy), policy.service, policy.revision),
+               policy.revision);
+    model_policy_clear(&policy);
+}
+
+static void put_policy(store *db, const rest_call *call, rest_reply *reply)
+{
+    json_t *document = document_body(call->body, call->params[0], reply);
+    if (document == NULL)
+        return;
+    model_policy policy;
+    model_error invalid;
+    bool parsed = model_policy_from_json(document, &policy, &invalid);
+    json_decref(document);
+    if (!parsed) {
+        reply_invalid(reply, &invalid);
+        return;
+    }
+    if (call->dry_run) {
+        reply_json(reply, 200, with_owner(model_policy_to_json(&policy), call->params[0], 0), 0);
+        model_policy_clear(&policy);
+        return;
+    }
+    policy.service = strdup(call->params[0]);
+    store_error error;
+    store_status status =
+        policy.service ? store_put_policy(db, &policy, call->if_revision, NULL, &error) : STORE_IO;
+    model_policy_clear(&policy);
+    if (status != STORE_OK)
+        reply_store_error(reply, &error);
+    else
+        get_policy(db, call, reply);
+}
+
+static void delete_policy(store *db, const rest_call *call, rest_reply *reply)
+{
+    int64_t revision = 0;
+    store_error error;
+    if (store_delete_policy(db, call->params[0], call->if_revision, &revision, &error) != STORE_OK)
+        reply_store_error(reply, &error);
+    else
+        reply_revision(reply, revision);
+}
+
+/* ---- proxies and revision ---- */
+
+static json_t *optional_string(const char *text)
+{
+    return text ? json_string(text) : json_null();
+}
+
+static json_t *proxy_to_json(const model_proxy *proxy)
+{
+    json_t *types = json_array();
+    for (size_t i = 0; types != NULL && i < proxy->type_count; i++) {
+        const model_proxy_type_status *type = &proxy->types[i];
+        json_array_append_new(types,
+                              json_pack("{s:s,s:o,s:I,s:o,s:o,s:I}", "type_url", type->type_url,
+                                        "acked_version", optional_string(type->acked_version),
+                                        "acked_at_ms", (json_int_t)type->acked_at_ms,
+                                        "nacked_version", optional_string(type->nacked_version),
+                                        "nack_message", optional_string(type->nack_message),
+                                        "nacked_at_ms", (json_int_t)type->nacked_at_ms));
+    }
+    return json_pack("{s:s,s:s,s:s,s:s,s:b,s:I,s:I,s:o}", "node_id", proxy->node_id, "identity",
+                     proxy->identity, "service", proxy->service, "namespace", proxy->namespace_name,
+                     "connected", proxy->connected, "connected_since_ms",
+                     (json_int_t)proxy->connected_since_ms, "last_seen_ms",
+                     (json_int_t)proxy->last_seen_ms, "types", types);
+}
+
+static void list_proxies(store *db, const rest_call *call, rest_reply *reply)
+{
+    (void)call;
+    model_proxy_list list;
+    store_error error;
+    if (store_list_proxies(db, 0, &list, &error) != STORE_OK) {
+        reply_store_error(reply, &error);
+        return;
+    }
+    json_t *items = json_array();
+    for (size_t i = 0; items != NULL && i < list.count; i++)
+        json_array_append_new(items, proxy_to_json(&list.items[i]));
+    model_proxy_list_free(&list);
+    reply_json(reply, 200, json_pack("{s:o}", "proxies", items), 0);
+}
+
+static void get_revision(store *db, const rest_call *call, rest_reply *reply)
+{
+    (void)call;
+    int64_t revision = 0;
+    store_revision(db, &revision, NULL);
+    reply_revision(reply, revision);
+}
+
+/* ---- routing ---- */
+
+static const rest_route routes[] = {
+    {"GET", "/v1/services", list_services, 0},
+    {"GET", "/v1/services/{name}", get_service, 0},
+    {"PUT", "/v1/services/{name}", put_service, TAKES_BODY | CONDITIONAL | DRY_RUN},
+    {"DELETE", "/v1/services/{name}", delete_service, CONDITIONAL},
+    {"GET", "/v1/services/{name}/endpoints", list_endpoints, 0},
+    {"PUT", "/v1/services/{name}/endpoints", replace_endpoints, TAKES_BODY | DRY_RUN},
+    {"GET", "/v1/services/{name}/endpoints/{id}", get_endpoint, 0},
+    {"PUT", "/v1/services/{name}/endpoints/{id}", put_endpoint, TAKES_BODY | CONDITIONAL | DRY_RUN},
+    {"DELETE", "/v1/services/{name}/endpoints/{id}", delete_endpoint, CONDITIONAL},
+    {"POST", "/v1/services/{name}/endpoints/{id}/heartbeat", heartbeat_endpoint, 0},
+    {"PUT", "/v1/services/{name}/endpoints/{id}/health", set_endpoint_health,
+     TAKES_BODY | CONDITIONAL},
+    {"GET", "/v1/services/{name}/routes", get_routes, 0},
+    {"PUT", "/v1/services/{name}/routes", put_routes, TAKES_BODY | CONDITIONAL | DRY_RUN},
+    {"DELETE", "/v1/services/{name}/routes", delete_routes, CONDITIONAL},
+    {"GET", "/v1/services/{name}/policy", get_policy, 0},
+    {"PUT", "/v1/services/{name}/policy", put_policy, TAKES_BODY | CONDITIONAL | DRY_RUN},
+    {"DELETE", "/v1/services/{name}/policy", delete_policy, CONDITIONAL},
+    {"GET", "/v1/proxies", list_proxies, 0},
+    {"GET", "/v1/revision", get_revision, 0},
+};
+#define ROUTE_COUNT (sizeof(routes) / sizeof(routes[0]))
+
+/* Matches path against pattern segment by segment; parameters are copied
+ * into params. */
+static bool path_matches(const char *pattern, const char *path,
+                         char params[REST_PARAM_COUNT][REST_PARAM_SIZE])
+{
+    size_t param = 0;
+    while (*pattern != '\0' && *path != '\0') {
+        if (*pattern != '/' || *path != '/')
+            return false;
+        pattern++;
+        path++;
+        size_t pattern_length = strcspn(pattern, "/");
+        size_t path_length = strcspn(path, "/");
+        if (pattern[0] == '{') {
+            if (path_length == 0 || path_length >= REST_PARAM_SIZE || param >= REST_PARAM_COUNT)
+                return false;
+            memcpy(params[param], path, path_length);
+            params[param++][path_length] = '\0';
+        } else if (pattern_length != path_length || strncmp(pattern, path, path_length) != 0) {
+            return false;
+        }
+        pattern += pattern_length;
+        path += path_length;
+    }
+    return *pattern == '\0' && (*path == '\0' || strcmp(path, "/") == 0);
+}
+
+rest_match rest_api_find(const char *method, const char *path, const rest_route **route,
+                         rest_call *call, char *allowed, size_t allowed_size)
+{
+    bool path_known = false;
+    allowed[0] = '\0';
+    for (size_t i = 0; i < ROUTE_COUNT; i++) {
+        char params[REST_PARAM_COUNT][REST_PARAM_SIZE];
+        if (!path_matches(routes[i].pattern, path, params))
+            continue;
+        if (strcmp(routes[i].method, method) == 0) {
+            *route = &routes[i];
+            memcpy(call->params, params, sizeof(params));
+            return REST_MATCHED;
+        }
+        size_t used = strlen(allowed);
+        snprintf(allowed + used, allowed_size - used, "%s%s", path_known ? ", " : "",
+                 routes[i].method);
+        path_known = true;
+    }
+    return path_known ? REST_WRONG_METHOD : REST_NO_ROUTE;
+}
+
+void rest_api_handle(const rest_route *route, store *db, const rest_call *call, rest_reply *reply)
+{
+    memset(reply, 0, sizeof(*reply));
+    if ((route->accepts & TAKES_BODY) && call->body == NULL) {
+        rest_reply_error(reply, 400, "invalid", NULL,
+                         "%s %s needs a JSON body (Content-Type: application/json)", route->method,
+                         route->pattern);
+        return;
+    }
+    /* An option the route would ignore is refused: a client that asked for a
+     * dry run or a precondition must never get an unconditional write. */
+    if (call->dry_run && !(route->accepts & DRY_RUN)) {
+        rest_reply_error(reply, 400, "invalid", "dry_run", "%s %s does not support dry_run",
+                         route->method, route->pattern);
+        return;
+    }
+    if (call->if_revision != 0 && !(route->accepts & CONDITIONAL)) {
+        rest_reply_error(reply, 400, "invalid", "If-Match", "%s %s does not support If-Match",
+                         route->method, route->pattern);
+        return;
+    }
+    route->handler(db, call, reply);
+}
+
+bool rest_route_takes_body(const rest_route *route)
+{
+    return (route->accepts & TAKES_BODY) != 0;
+}
+
+const char *rest_route_method(const rest_route *route)
+{
+    return route->method;
+}
+
+const char *rest_route_pattern(const rest_route *route)
+{
+    return route->pattern;
+}
+
+size_t rest_api_route_count(void)
+{
+    return ROUTE_COUNT;
+}
+
+const rest_route *rest_api_route_at(size_t index)
+{
+    return index < ROUTE_COUNT ? &routes[index] : NULL;
+}
