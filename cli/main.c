@@ -136,30 +136,42 @@ static void print_table(const json_t *body, const char *key, const char *const *
 
 static void print_proxies(const json_t *body)
 {
-    static const char *const columns[] = {"NODE", "SERVICE", "CONNECTED", "TYPE", "ACKED", "NACK"};
-    table *out = table_new(6, columns);
+    static const char *const columns[] = {"NODE", "SERVICE", "PROTOCOL", "CONNECTED",
+                                          "TYPE", "SENT",    "ACKED",    "NACK"};
+    table *out = table_new(8, columns);
     size_t index, type_index;
     json_t *proxy, *type;
     json_array_foreach(json_object_get(body, "proxies"), index, proxy)
     {
         const char *node = json_string_value(json_object_get(proxy, "node_id"));
         const char *service = json_string_value(json_object_get(proxy, "service"));
+        const char *protocol = json_string_value(json_object_get(proxy, "protocol"));
+        if (protocol != NULL && protocol[0] == '\0')
+            protocol = NULL; /* not known: shown as "-" */
         const char *connected = json_is_true(json_object_get(proxy, "connected")) ? "yes" : "no";
         json_t *types = json_object_get(proxy, "types");
         if (json_array_size(types) == 0) {
-            const char *cells[] = {node, service, connected, NULL, NULL, NULL};
+            const char *cells[] = {node, service, protocol, connected, NULL, NULL, NULL, NULL};
             table_add_row(out, cells);
         }
         json_array_foreach(types, type_index, type)
         {
             const char *url = json_string_value(json_object_get(type, "type_url"));
             const char *short_type = url && strrchr(url, '.') ? strrchr(url, '.') + 1 : url;
+            const char *nacked = json_string_value(json_object_get(type, "nacked_version"));
+            const char *message = json_string_value(json_object_get(type, "nack_message"));
+            char nack[512];
+            if (nacked != NULL || message != NULL)
+                snprintf(nack, sizeof(nack), "%s: %s", nacked ? nacked : "",
+                         message ? message : "");
             const char *cells[] = {node,
                                    service,
+                                   protocol,
                                    connected,
                                    short_type,
+                                   json_string_value(json_object_get(type, "sent_version")),
                                    json_string_value(json_object_get(type, "acked_version")),
-                                   json_string_value(json_object_get(type, "nack_message"))};
+                                   nacked != NULL || message != NULL ? nack : NULL};
             table_add_row(out, cells);
         }
     }

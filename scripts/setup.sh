@@ -24,6 +24,10 @@ packages=(
   clang
   libclang-rt-14-dev
   wrk
+  libgrpc-dev
+  python3-grpcio
+  python3-protobuf
+  libxxhash-dev
 )
 # Node.js and npm run the interop tests' real xDS clients and bring the upstream
 # .proto files for the golden tests. A machine that already has npm (for

@@ -35,6 +35,8 @@ struct admin_http {
     store *db;
     char token[ADMIN_TOKEN_LENGTH + 1];
     admin_metrics *metrics;
+    admin_http_metrics_source metrics_source;
+    void *metrics_context;
     struct event_base *base;
     struct evhttp *http;
     struct event *stop_event; /* activated from another thread to end the loop */
@@ -217,6 +219,10 @@ static void serve_metrics(admin_http *server, struct evhttp_request *request, re
     }
     evbuffer_add(buffer, text, strlen(text));
     free(text);
+    char *more = server->metrics_source ? server->metrics_source(server->metrics_context) : NULL;
+    if (more != NULL)
+        evbuffer_add(buffer, more, strlen(more));
+    free(more);
     evhttp_add_header(evhttp_request_get_output_headers(request), "Content-Type",
                       "text/plain; version=0.0.4");
     evhttp_send_reply(request, 200, "OK", buffer);
@@ -332,8 +338,9 @@ static void *serve(void *context)
     return NULL;
 }
 
-int admin_http_start(const char *address, store *db, const char *token, admin_http **out,
-                     uint16_t *bound_port, char *error, size_t error_size)
+int admin_http_start(const char *address, store *db, const char *token,
+                     admin_http_metrics_source metrics_source, void *metrics_context,
+                     admin_http **out, uint16_t *bound_port, char *error, size_t error_size)
 {
     *out = NULL;
     char host[256];
@@ -350,6 +357,8 @@ int admin_http_start(const char *address, store *db, const char *token, admin_ht
         return -1;
     }
     server->db = db;
+    server->metrics_source = metrics_source;
+    server->metrics_context = metrics_context;
     memcpy(server->token, token, ADMIN_TOKEN_LENGTH + 1);
     evthread_use_pthreads();
     server->metrics = admin_metrics_new();

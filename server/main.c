@@ -9,6 +9,7 @@
 #include "log.h"
 #include "options.h"
 #include "store.h"
+#include "xds_server.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -94,6 +95,16 @@ static void run_maintenance(evutil_socket_t fd, short events, void *context)
                  reaped, reaped == 1 ? "" : "s", (long long)revision);
 }
 
+static void notify_xds(void *context)
+{
+    xds_server_notify(context);
+}
+
+static char *xds_metrics(void *context)
+{
+    return xds_server_metrics(context);
+}
+
 static void on_signal(evutil_socket_t signal_number, short events, void *context)
 {
     (void)events;
@@ -166,15 +177,29 @@ int main(int argc, char **argv)
                                            (MAINTENANCE_INTERVAL_MS % 1000) * 1000};
     admin_http *admin = NULL;
     uint16_t admin_port = 0;
+    xds_server *xds = NULL;
+    int xds_port = 0;
+    xds_server_options xds_settings = {options.xds_addr, options.xds_debounce_ms,
+                                       options.xds_push_interval_ms};
+    /* Streams do not survive a restart: whatever the table says, nobody is connected. */
+    store_error mark_error;
+    store_mark_all_proxies_disconnected(db, clock_wall_ms(), &mark_error);
     if (sigint == NULL || sigterm == NULL || maintenance == NULL || event_add(sigint, NULL) != 0 ||
         event_add(sigterm, NULL) != 0 || event_add(maintenance, &maintenance_interval) != 0) {
         log_error("cannot set up signal handling and timers");
         exit_code = 1;
-    } else if (admin_http_start(options.rest_addr, db, token, &admin, &admin_port, error,
-                                sizeof(error)) != 0) {
+    } else if (xds_server_start(&xds_settings, db, &xds, &xds_port, error, sizeof(error)) != 0) {
+        log_error("xDS server: %s", error);
+        exit_code = 1;
+    } else if (admin_http_start(options.rest_addr, db, token, xds_metrics, xds, &admin, &admin_port,
+                                error, sizeof(error)) != 0) {
         log_error("admin REST API: %s", error);
         exit_code = 1;
     } else {
+        store_set_commit_listener(db, notify_xds, xds);
+        log_info("xDS (ADS, state of the world and delta, plaintext) listening on %.*s:%d",
+                 (int)(strrchr(options.xds_addr, ':') - options.xds_addr), options.xds_addr,
+                 xds_port);
         log_info("admin REST API listening on %.*s:%u",
                  (int)(strrchr(options.rest_addr, ':') - options.rest_addr), options.rest_addr,
                  admin_port);
@@ -183,6 +208,9 @@ int main(int argc, char **argv)
     }
 
     admin_http_stop(admin);
+    store_set_commit_listener(db, NULL, NULL);
+    xds_server_stop(xds);
+    store_mark_all_proxies_disconnected(db, clock_wall_ms(), &mark_error);
     if (sigint)
         event_free(sigint);
     if (sigterm)

@@ -12,13 +12,15 @@
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef enum setting_kind {
     SETTING_ADDRESS,
     SETTING_TEXT,
     SETTING_SYNCHRONOUS,
-    SETTING_LEVEL
+    SETTING_LEVEL,
+    SETTING_MILLISECONDS, /* an int field, 0-60000 */
 } setting_kind;
 
 typedef struct setting {
@@ -40,6 +42,10 @@ static const setting settings[] = {
     TEXT_SETTING("tls-addr", SETTING_ADDRESS, tls_addr),
     {"synchronous", SETTING_SYNCHRONOUS, 0, 0},
     TEXT_SETTING("log-level", SETTING_LEVEL, log_level),
+    {"xds-debounce-ms", SETTING_MILLISECONDS, offsetof(atriumd_options, xds_debounce_ms),
+     sizeof(int)},
+    {"xds-push-interval-ms", SETTING_MILLISECONDS, offsetof(atriumd_options, xds_push_interval_ms),
+     sizeof(int)},
 };
 
 const char *atriumd_options_usage(void)
@@ -56,6 +62,8 @@ const char *atriumd_options_usage(void)
            "  --tls-addr HOST:PORT   mTLS xDS and CA (default 127.0.0.1:15012)\n"
            "  --synchronous MODE     SQLite durability: normal (default) or full\n"
            "  --log-level LEVEL      debug, info (default), warn or error\n"
+           "  --xds-debounce-ms N    changes within N ms become one xDS push (default 100)\n"
+           "  --xds-push-interval-ms N  at most one xDS push per N ms (default 100)\n"
            "  --help                 show this text\n";
 }
 
@@ -106,6 +114,17 @@ static int apply(const setting *item, const char *value, atriumd_options *out, c
         }
         break;
     }
+    case SETTING_MILLISECONDS: {
+        char *end = NULL;
+        long number = strtol(value, &end, 10);
+        if (value[0] == '\0' || *end != '\0' || number < 0 || number > 60000) {
+            snprintf(error, error_size, "%s %s: '%s' must be a number of milliseconds 0-60000",
+                     source, item->name, value);
+            return -1;
+        }
+        *(int *)((char *)out + item->offset) = (int)number;
+        return 0;
+    }
     case SETTING_TEXT:
         if (value[0] == '\0') {
             snprintf(error, error_size, "%s %s: must not be empty", source, item->name);
@@ -147,6 +166,10 @@ static int load_config_file(const char *path, atriumd_options *out, char *error,
         if (item == NULL) {
             snprintf(error, error_size, "config %s: unknown setting '%s'", path, key);
             result = -1;
+        } else if (item->kind == SETTING_MILLISECONDS && json_is_integer(value)) {
+            char number[32];
+            snprintf(number, sizeof(number), "%lld", (long long)json_integer_value(value));
+            result = apply(item, number, out, source, error, error_size);
         } else if (!json_is_string(value)) {
             snprintf(error, error_size, "config %s: '%s' must be a string", path, key);
             result = -1;
@@ -167,6 +190,8 @@ int atriumd_options_parse(int argc, char **argv, atriumd_options *out, char *err
     snprintf(out->xds_addr, sizeof(out->xds_addr), "127.0.0.1:15010");
     snprintf(out->tls_addr, sizeof(out->tls_addr), "127.0.0.1:15012");
     snprintf(out->log_level, sizeof(out->log_level), "info");
+    out->xds_debounce_ms = 100;
+    out->xds_push_interval_ms = 100;
 
     /* First pass: --help and --config, so that flags can override the file. */
     for (int i = 1; i < argc; i++) {

@@ -16,6 +16,8 @@ typedef struct atriumd_options {
     char xds_addr[OPTIONS_TEXT_MAX];  /* default 127.0.0.1:15010 */
     char tls_addr[OPTIONS_TEXT_MAX];  /* default 127.0.0.1:15012 */
     bool synchronous_full;            /* --synchronous full */
+    int xds_debounce_ms;              /* changes within this window are one push (100) */
+    int xds_push_interval_ms;         /* at most one push per interval (100) */
     char log_level[16];               /* debug | info | warn | error */
     bool show_help;
 } atriumd_options;

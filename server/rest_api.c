@@ -522,19 +522,22 @@ static json_t *proxy_to_json(const model_proxy *proxy)
     json_t *types = json_array();
     for (size_t i = 0; types != NULL && i < proxy->type_count; i++) {
         const model_proxy_type_status *type = &proxy->types[i];
-        json_array_append_new(types,
-                              json_pack("{s:s,s:o,s:I,s:o,s:o,s:I}", "type_url", type->type_url,
-                                        "acked_version", optional_string(type->acked_version),
-                                        "acked_at_ms", (json_int_t)type->acked_at_ms,
-                                        "nacked_version", optional_string(type->nacked_version),
-                                        "nack_message", optional_string(type->nack_message),
-                                        "nacked_at_ms", (json_int_t)type->nacked_at_ms));
+        /* sent_at_ms is null, like sent_version, until something was sent. */
+        json_t *sent_at = type->sent_at_ms != 0 ? json_integer(type->sent_at_ms) : json_null();
+        json_array_append_new(
+            types, json_pack("{s:s,s:o,s:o,s:o,s:I,s:o,s:o,s:I}", "type_url", type->type_url,
+                             "sent_version", optional_string(type->sent_version), "sent_at_ms",
+                             sent_at, "acked_version", optional_string(type->acked_version),
+                             "acked_at_ms", (json_int_t)type->acked_at_ms, "nacked_version",
+                             optional_string(type->nacked_version), "nack_message",
+                             optional_string(type->nack_message), "nacked_at_ms",
+                             (json_int_t)type->nacked_at_ms));
     }
-    return json_pack("{s:s,s:s,s:s,s:s,s:b,s:I,s:I,s:o}", "node_id", proxy->node_id, "identity",
+    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:b,s:I,s:I,s:o}", "node_id", proxy->node_id, "identity",
                      proxy->identity, "service", proxy->service, "namespace", proxy->namespace_name,
-                     "connected", proxy->connected, "connected_since_ms",
-                     (json_int_t)proxy->connected_since_ms, "last_seen_ms",
-                     (json_int_t)proxy->last_seen_ms, "types", types);
+                     "protocol", proxy->protocol ? proxy->protocol : "", "connected",
+                     proxy->connected, "connected_since_ms", (json_int_t)proxy->connected_since_ms,
+                     "last_seen_ms", (json_int_t)proxy->last_seen_ms, "types", types);
 }
 
 static void list_proxies(store *db, const rest_call *call, rest_reply *reply)

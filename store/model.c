@@ -1067,8 +1067,10 @@ void model_proxy_clear(model_proxy *proxy)
     free(proxy->identity);
     free(proxy->service);
     free(proxy->namespace_name);
+    free(proxy->protocol);
     for (size_t i = 0; i < proxy->type_count; i++) {
         free(proxy->types[i].type_url);
+        free(proxy->types[i].sent_version);
         free(proxy->types[i].acked_version);
         free(proxy->types[i].nacked_version);
         free(proxy->types[i].nack_message);

@@ -308,6 +308,8 @@ void model_certificate_clear(model_certificate *certificate);
 /* Acceptance state of one resource type on one proxy. */
 typedef struct model_proxy_type_status {
     char *type_url;
+    char *sent_version;  /* the version last sent to the proxy; NULL: nothing sent yet */
+    int64_t sent_at_ms;  /* 0 unless something was sent */
     char *acked_version; /* NULL: nothing ACKed yet */
     int64_t acked_at_ms;
     char *nacked_version; /* NULL: no NACK since the last ACK */
@@ -320,6 +322,9 @@ typedef struct model_proxy {
     char *identity; /* SPIFFE ID or "" on plaintext loopback */
     char *service;
     char *namespace_name;
+    /* The xDS variant of its stream, "sotw" or "delta"; "" when not known
+     * (recorded by store_proxy_connected, or before schema 3). */
+    char *protocol;
     bool connected;
     int64_t connected_since_ms;
     int64_t last_seen_ms;

@@ -127,6 +127,11 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "  nacked_at_ms INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY (node_id, type_url)"
     ") WITHOUT ROWID;",
+
+    /* 3: the xDS variant of each proxy's stream and what was last sent per type. */
+    "ALTER TABLE proxies ADD COLUMN protocol TEXT NOT NULL DEFAULT '';" /* 'sotw' or 'delta' */
+    "ALTER TABLE proxy_type_status ADD COLUMN sent_version TEXT;"
+    "ALTER TABLE proxy_type_status ADD COLUMN sent_at_ms INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* ---- statements, prepared once per connection ---- */
@@ -179,6 +184,9 @@ typedef enum statement_id {
     SQL_PROXY_SEEN,
     SQL_PROXY_ACKED,
     SQL_PROXY_NACKED,
+    SQL_PROXY_SAVE,
+    SQL_PROXY_TYPE_SAVE,
+    SQL_PROXY_DISCONNECT_ALL,
     SQL_PROXY_LIST,
     SQL_CHANGES_SINCE,
     SQL_CHANGES_COMPACT,
@@ -287,11 +295,24 @@ static const char *const statement_sql[STATEMENT_COUNT] = {
         "INSERT INTO proxy_type_status (node_id, type_url, nacked_version, nack_message, "
         "nacked_at_ms) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (node_id, type_url) DO UPDATE "
         "SET nacked_version = ?3, nack_message = ?4, nacked_at_ms = ?5",
+    [SQL_PROXY_SAVE] =
+        "INSERT INTO proxies (node_id, identity, service, namespace, protocol, connected, "
+        "connected_since_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "ON CONFLICT (node_id) DO UPDATE SET identity = ?2, service = ?3, namespace = ?4, "
+        "protocol = ?5, connected = ?6, connected_since_ms = ?7, last_seen_ms = ?8",
+    [SQL_PROXY_TYPE_SAVE] =
+        "INSERT INTO proxy_type_status (node_id, type_url, sent_version, sent_at_ms, "
+        "acked_version, acked_at_ms, nacked_version, nack_message, nacked_at_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (node_id, type_url) DO UPDATE "
+        "SET sent_version = ?3, sent_at_ms = ?4, acked_version = ?5, acked_at_ms = ?6, "
+        "nacked_version = ?7, nack_message = ?8, nacked_at_ms = ?9",
+    [SQL_PROXY_DISCONNECT_ALL] =
+        "UPDATE proxies SET connected = 0, last_seen_ms = ?1 WHERE connected != 0",
     [SQL_PROXY_LIST] =
-        "SELECT p.node_id, p.identity, p.service, p.namespace, p.connected, "
-        "p.connected_since_ms, p.last_seen_ms, s.type_url, s.acked_version, s.acked_at_ms, "
-        "s.nacked_version, s.nack_message, s.nacked_at_ms FROM proxies p "
-        "LEFT JOIN proxy_type_status s ON s.node_id = p.node_id "
+        "SELECT p.node_id, p.identity, p.service, p.namespace, p.protocol, p.connected, "
+        "p.connected_since_ms, p.last_seen_ms, s.type_url, s.sent_version, s.sent_at_ms, "
+        "s.acked_version, s.acked_at_ms, s.nacked_version, s.nack_message, s.nacked_at_ms "
+        "FROM proxies p LEFT JOIN proxy_type_status s ON s.node_id = p.node_id "
         "WHERE p.last_seen_ms >= ?1 ORDER BY p.node_id, s.type_url",
     [SQL_CHANGES_SINCE] = "SELECT revision, kind, key, op FROM change_log WHERE revision > ?1 "
                           "AND revision <= ?2 ORDER BY revision, position",
@@ -317,6 +338,9 @@ struct store {
     int64_t transaction_position; /* change-log rows written by the open transaction */
 
     pthread_mutex_t pool_lock;
+
+    store_commit_listener commit_listener; /* guarded by write_lock */
+    void *commit_listener_context;
     connection *idle_readers[READER_POOL_MAX];
     size_t idle_reader_count;
 
@@ -514,9 +538,22 @@ static store_status write_end(store *db, store_status status, int64_t *revision,
     }
     if (status == STORE_OK && revision != NULL)
         *revision = atomic_load(&db->revision);
+    bool advanced = status == STORE_OK && db->transaction_revision != 0;
     db->transaction_revision = 0;
+    store_commit_listener listener = db->commit_listener;
+    void *context = db->commit_listener_context;
     pthread_mutex_unlock(&db->write_lock);
+    if (advanced && listener != NULL)
+        listener(context);
     return status;
+}
+
+void store_set_commit_listener(store *db, store_commit_listener listener, void *context)
+{
+    pthread_mutex_lock(&db->write_lock);
+    db->commit_listener = listener;
+    db->commit_listener_context = context;
+    pthread_mutex_unlock(&db->write_lock);
 }
 
 static store_status log_change(store *db, model_entity_kind kind, const char *key,
@@ -1921,6 +1958,107 @@ store_status store_proxy_nacked(store *db, const char *node_id, const char *type
     return proxy_type_update(db, false, node_id, type_url, version, message, now_ms, error);
 }
 
+/* Binds text, or NULL when text is NULL. */
+static void bind_optional_text(sqlite3_stmt *stmt, int index, const char *text)
+{
+    if (text != NULL)
+        sqlite3_bind_text(stmt, index, text, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(stmt, index);
+}
+
+/* Checks what store_save_proxies needs before it opens a transaction. */
+static store_status check_proxies(const model_proxy *proxies, size_t count, store_error *error)
+{
+    if (count > 0 && proxies == NULL)
+        return set_error(error, STORE_INVALID, "proxies", "%zu proxies given but no array", count);
+    for (size_t i = 0; i < count; i++) {
+        const model_proxy *proxy = &proxies[i];
+        char field[sizeof(error->field)];
+        if (proxy->node_id == NULL || proxy->node_id[0] == '\0') {
+            snprintf(field, sizeof(field), "proxies[%zu].node_id", i);
+            return set_error(error, STORE_INVALID, field, "a proxy needs a node id");
+        }
+        if (proxy->type_count > 0 && proxy->types == NULL) {
+            snprintf(field, sizeof(field), "proxies[%zu].types", i);
+            return set_error(error, STORE_INVALID, field, "%zu types given but no array",
+                             proxy->type_count);
+        }
+        for (size_t t = 0; t < proxy->type_count; t++) {
+            const char *type_url = proxy->types[t].type_url;
+            if (type_url == NULL || type_url[0] == '\0') {
+                snprintf(field, sizeof(field), "proxies[%zu].types[%zu].type_url", i, t);
+                return set_error(error, STORE_INVALID, field, "a type URL is required (proxy '%s')",
+                                 proxy->node_id);
+            }
+        }
+    }
+    return STORE_OK;
+}
+
+/* Upserts one proxy and its types inside the open transaction. */
+static store_status proxy_save(store *db, const model_proxy *proxy, store_error *error)
+{
+    sqlite3_stmt *stmt = statement(&db->writer, SQL_PROXY_SAVE, error);
+    if (stmt == NULL)
+        return error ? error->status : STORE_IO;
+    sqlite3_bind_text(stmt, 1, proxy->node_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, proxy->identity ? proxy->identity : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 3, proxy->service ? proxy->service : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 4, proxy->namespace_name ? proxy->namespace_name : "", -1,
+                      SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 5, proxy->protocol ? proxy->protocol : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int(stmt, 6, proxy->connected ? 1 : 0);
+    sqlite3_bind_int64(stmt, 7, proxy->connected_since_ms);
+    sqlite3_bind_int64(stmt, 8, proxy->last_seen_ms);
+    store_status status = step_write(db, stmt, NULL, "saving the proxy", error);
+    for (size_t t = 0; status == STORE_OK && t < proxy->type_count; t++) {
+        const model_proxy_type_status *type = &proxy->types[t];
+        if ((stmt = statement(&db->writer, SQL_PROXY_TYPE_SAVE, error)) == NULL)
+            return error ? error->status : STORE_IO;
+        sqlite3_bind_text(stmt, 1, proxy->node_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(stmt, 2, type->type_url, -1, SQLITE_STATIC);
+        bind_optional_text(stmt, 3, type->sent_version);
+        sqlite3_bind_int64(stmt, 4, type->sent_at_ms);
+        bind_optional_text(stmt, 5, type->acked_version);
+        sqlite3_bind_int64(stmt, 6, type->acked_at_ms);
+        bind_optional_text(stmt, 7, type->nacked_version);
+        bind_optional_text(stmt, 8, type->nack_message);
+        sqlite3_bind_int64(stmt, 9, type->nacked_at_ms);
+        status = step_write(db, stmt, NULL, "saving the proxy's type status", error);
+    }
+    return status;
+}
+
+store_status store_save_proxies(store *db, const model_proxy *proxies, size_t count,
+                                store_error *error)
+{
+    store_status status = check_proxies(proxies, count, error);
+    if (status != STORE_OK || count == 0)
+        return status;
+    status = write_begin(db, error);
+    if (status != STORE_OK)
+        return status;
+    /* No log_change: the transaction allocates no revision. */
+    for (size_t i = 0; status == STORE_OK && i < count; i++)
+        status = proxy_save(db, &proxies[i], error);
+    return write_end(db, status, NULL, error);
+}
+
+store_status store_mark_all_proxies_disconnected(store *db, int64_t now_ms, store_error *error)
+{
+    store_status status = write_begin(db, error);
+    if (status != STORE_OK)
+        return status;
+    sqlite3_stmt *stmt = statement(&db->writer, SQL_PROXY_DISCONNECT_ALL, error);
+    status = stmt ? STORE_OK : (error ? error->status : STORE_IO);
+    if (status == STORE_OK) {
+        sqlite3_bind_int64(stmt, 1, now_ms);
+        status = step_write(db, stmt, NULL, "marking proxies disconnected", error);
+    }
+    return write_end(db, status, NULL, error);
+}
+
 static store_status proxy_row_reader(sqlite3_stmt *stmt, void *context)
 {
     model_proxy_list *list = context;
@@ -1934,24 +2072,28 @@ static store_status proxy_row_reader(sqlite3_stmt *stmt, void *context)
         proxy->identity = column_string(stmt, 1);
         proxy->service = column_string(stmt, 2);
         proxy->namespace_name = column_string(stmt, 3);
-        proxy->connected = sqlite3_column_int(stmt, 4) != 0;
-        proxy->connected_since_ms = sqlite3_column_int64(stmt, 5);
-        proxy->last_seen_ms = sqlite3_column_int64(stmt, 6);
-        if (!proxy->node_id || !proxy->identity || !proxy->service || !proxy->namespace_name)
+        proxy->protocol = column_string(stmt, 4);
+        proxy->connected = sqlite3_column_int(stmt, 5) != 0;
+        proxy->connected_since_ms = sqlite3_column_int64(stmt, 6);
+        proxy->last_seen_ms = sqlite3_column_int64(stmt, 7);
+        if (!proxy->node_id || !proxy->identity || !proxy->service || !proxy->namespace_name ||
+            !proxy->protocol)
             return STORE_IO;
     }
-    if (sqlite3_column_type(stmt, 7) == SQLITE_NULL)
-        return STORE_OK; /* a proxy that has answered nothing yet */
+    if (sqlite3_column_type(stmt, 8) == SQLITE_NULL)
+        return STORE_OK; /* a proxy with no type status yet */
     model_proxy_type_status *type =
         list_append((void **)&proxy->types, &proxy->type_count, sizeof(*type));
     if (type == NULL)
         return STORE_IO;
-    type->type_url = column_string(stmt, 7);
-    type->acked_version = column_string(stmt, 8);
-    type->acked_at_ms = sqlite3_column_int64(stmt, 9);
-    type->nacked_version = column_string(stmt, 10);
-    type->nack_message = column_string(stmt, 11);
-    type->nacked_at_ms = sqlite3_column_int64(stmt, 12);
+    type->type_url = column_string(stmt, 8);
+    type->sent_version = column_string(stmt, 9);
+    type->sent_at_ms = sqlite3_column_int64(stmt, 10);
+    type->acked_version = column_string(stmt, 11);
+    type->acked_at_ms = sqlite3_column_int64(stmt, 12);
+    type->nacked_version = column_string(stmt, 13);
+    type->nack_message = column_string(stmt, 14);
+    type->nacked_at_ms = sqlite3_column_int64(stmt, 15);
     return type->type_url ? STORE_OK : STORE_IO;
 }
 

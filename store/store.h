@@ -9,8 +9,9 @@
  *
  * Every configuration mutation is one transaction that also appends its rows
  * to the change log and advances the store revision; the function returns the
- * new revision. Proxy status (ACK/NACK bookkeeping) is operational telemetry,
- * written on every ACK, and does not advance the revision.
+ * new revision. Proxy status (what was sent, ACKed and NACKed) is operational
+ * telemetry, written in batches by the xDS server (store_save_proxies), and
+ * neither advances the revision nor writes the change log.
  *
  * Errors: every function returns a store_status; when `error` is not NULL it
  * receives a message and, for STORE_INVALID, the offending field. Read
@@ -26,7 +27,7 @@
 #include <stdint.h>
 
 /* The newest schema this build knows. */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 typedef enum store_status {
     STORE_OK = 0,
@@ -78,6 +79,12 @@ store_status store_revision(store *db, int64_t *revision, store_error *error);
 /* Runs PRAGMA integrity_check. *ok is true when SQLite reports "ok"; otherwise
  * error->message holds its first complaint. */
 store_status store_check_integrity(store *db, bool *ok, store_error *error);
+
+/* Called after every commit that advanced the revision, on the committing
+ * thread, outside the store's locks. It must be quick (wake someone up). */
+typedef void (*store_commit_listener)(void *context);
+/* Sets (or, with NULL, clears) the commit listener. */
+void store_set_commit_listener(store *db, store_commit_listener listener, void *context);
 
 /* ---- services ---- */
 
@@ -175,7 +182,8 @@ store_status store_list_revoked_certificates(store *db, int64_t now_ms, model_ce
 
 /* ---- proxies (status; does not advance the revision) ---- */
 
-/* Marks a proxy connected (creating it), resetting nothing of its type status. */
+/* Marks a proxy connected (creating it), resetting nothing of its type status;
+ * its protocol stays as it was ("" for a new proxy). */
 store_status store_proxy_connected(store *db, const char *node_id, const char *identity,
                                    const char *service, const char *namespace_name, int64_t now_ms,
                                    store_error *error);
@@ -187,7 +195,25 @@ store_status store_proxy_acked(store *db, const char *node_id, const char *type_
 store_status store_proxy_nacked(store *db, const char *node_id, const char *type_url,
                                 const char *version, const char *message, int64_t now_ms,
                                 store_error *error);
-/* Proxies seen at or after seen_since_ms (0: all), ordered by node id. */
+/* Writes the in-memory status of many proxies in one transaction (the xDS
+ * server's periodic flush). For each proxy, its row is created or replaced
+ * with every field of the struct (NULL identity, service, namespace_name and
+ * protocol are stored as ""); for each of its types, that type's row is
+ * created or replaced with every field exactly as given: sent_version,
+ * sent_at_ms, acked_version, acked_at_ms, nacked_version, nack_message and
+ * nacked_at_ms (NULL strings stay NULL). Type rows not listed are left as they
+ * are; when a node id or a (node id, type URL) pair repeats, the last one
+ * wins. STORE_INVALID when a node_id or type_url is NULL or empty (error->field
+ * names it, e.g. "proxies[2].types[0].type_url"); then nothing is written.
+ * count 0 writes nothing. */
+store_status store_save_proxies(store *db, const model_proxy *proxies, size_t count,
+                                store_error *error);
+/* Marks every connected proxy disconnected, last seen at now_ms, in one
+ * transaction. xDS streams do not survive a restart: atriumd calls this at
+ * start and at shutdown. */
+store_status store_mark_all_proxies_disconnected(store *db, int64_t now_ms, store_error *error);
+/* Proxies seen at or after seen_since_ms (0: all), ordered by node id, each
+ * with its types ordered by type URL. */
 store_status store_list_proxies(store *db, int64_t seen_since_ms, model_proxy_list *out,
                                 store_error *error);
 

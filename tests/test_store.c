@@ -1409,11 +1409,14 @@ static void test_proxies(void **state)
     assert_string_equal(proxy->identity, identity);
     assert_string_equal(proxy->service, "web");
     assert_string_equal(proxy->namespace_name, "default");
+    assert_string_equal(proxy->protocol, ""); /* not known to store_proxy_connected */
     assert_true(proxy->connected);
     assert_int_equal(proxy->connected_since_ms, 1000);
     assert_int_equal(proxy->type_count, 2);
     const model_proxy_type_status *cds = find_type(proxy, CDS);
     assert_non_null(cds);
+    assert_null(cds->sent_version);
+    assert_int_equal(cds->sent_at_ms, 0);
     assert_string_equal(cds->acked_version, "1");
     assert_int_equal(cds->acked_at_ms, 1100);
     assert_non_null(cds->nacked_version);
@@ -1482,6 +1485,335 @@ static void test_proxies(void **state)
     assert_store_ok(store_changes_since(f->db, before, 0, &changes, &err));
     assert_int_equal(changes.count, 0);
     model_change_list_free(&changes);
+}
+
+/* ---- proxies: batched status (store_save_proxies) ------------------------------ */
+
+#define LDS "type.googleapis.com/envoy.config.listener.v3.Listener"
+#define RDS "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+/* Fills *proxy (owned; release with model_proxy_clear). NULL strings stay NULL. */
+static void make_proxy(model_proxy *proxy, const char *node_id, const char *identity,
+                       const char *service, const char *namespace_name, const char *protocol,
+                       bool connected, int64_t connected_since_ms, int64_t last_seen_ms)
+{
+    memset(proxy, 0, sizeof *proxy);
+    set_str(&proxy->node_id, node_id);
+    set_str(&proxy->identity, identity);
+    set_str(&proxy->service, service);
+    set_str(&proxy->namespace_name, namespace_name);
+    set_str(&proxy->protocol, protocol);
+    proxy->connected = connected;
+    proxy->connected_since_ms = connected_since_ms;
+    proxy->last_seen_ms = last_seen_ms;
+}
+
+static void add_type(model_proxy *proxy, const char *type_url, const char *sent_version,
+                     int64_t sent_at_ms, const char *acked_version, int64_t acked_at_ms,
+                     const char *nacked_version, const char *nack_message, int64_t nacked_at_ms)
+{
+    model_proxy_type_status *grown =
+        realloc(proxy->types, (proxy->type_count + 1) * sizeof(*proxy->types));
+    assert_non_null(grown);
+    proxy->types = grown;
+    model_proxy_type_status *type = &proxy->types[proxy->type_count++];
+    memset(type, 0, sizeof *type);
+    set_str(&type->type_url, type_url);
+    set_str(&type->sent_version, sent_version);
+    type->sent_at_ms = sent_at_ms;
+    set_str(&type->acked_version, acked_version);
+    type->acked_at_ms = acked_at_ms;
+    set_str(&type->nacked_version, nacked_version);
+    set_str(&type->nack_message, nack_message);
+    type->nacked_at_ms = nacked_at_ms;
+}
+
+static const model_proxy *find_proxy(const model_proxy_list *list, const char *node_id)
+{
+    for (size_t i = 0; i < list->count; i++) {
+        if (strcmp(list->items[i].node_id, node_id) == 0) {
+            return &list->items[i];
+        }
+    }
+    return NULL;
+}
+
+/* A string field that may be NULL: equal, NULL on both sides included. */
+static void assert_optional_string(const char *actual, const char *expected)
+{
+    if (expected == NULL) {
+        assert_null(actual);
+    } else {
+        assert_non_null(actual);
+        assert_string_equal(actual, expected);
+    }
+}
+
+static void assert_type_equal(const model_proxy_type_status *actual,
+                              const model_proxy_type_status *expected)
+{
+    assert_non_null(actual);
+    assert_string_equal(actual->type_url, expected->type_url);
+    assert_optional_string(actual->sent_version, expected->sent_version);
+    assert_int_equal(actual->sent_at_ms, expected->sent_at_ms);
+    assert_optional_string(actual->acked_version, expected->acked_version);
+    assert_int_equal(actual->acked_at_ms, expected->acked_at_ms);
+    assert_optional_string(actual->nacked_version, expected->nacked_version);
+    assert_optional_string(actual->nack_message, expected->nack_message);
+    assert_int_equal(actual->nacked_at_ms, expected->nacked_at_ms);
+}
+
+/* Every field of expected as stored; NULL proxy strings read back as "". */
+static void assert_proxy_equal(const model_proxy *actual, const model_proxy *expected)
+{
+    assert_non_null(actual);
+    assert_string_equal(actual->node_id, expected->node_id);
+    assert_string_equal(actual->identity, expected->identity ? expected->identity : "");
+    assert_string_equal(actual->service, expected->service ? expected->service : "");
+    assert_string_equal(actual->namespace_name,
+                        expected->namespace_name ? expected->namespace_name : "");
+    assert_string_equal(actual->protocol, expected->protocol ? expected->protocol : "");
+    assert_int_equal(actual->connected, expected->connected);
+    assert_int_equal(actual->connected_since_ms, expected->connected_since_ms);
+    assert_int_equal(actual->last_seen_ms, expected->last_seen_ms);
+    assert_int_equal(actual->type_count, expected->type_count);
+    for (size_t i = 0; i < expected->type_count; i++) {
+        assert_type_equal(find_type(actual, expected->types[i].type_url), &expected->types[i]);
+    }
+}
+
+static void assert_no_changes_since(store *db, int64_t revision)
+{
+    store_error err;
+    assert_int_equal(current_revision(db), revision);
+    model_change_list changes = {0};
+    assert_store_ok(store_changes_since(db, revision, 0, &changes, &err));
+    assert_int_equal(changes.count, 0);
+    model_change_list_free(&changes);
+}
+
+static void test_save_proxies(void **state)
+{
+    fixture *f = *state;
+    store_error err;
+    put_service(f->db, "web");
+    int64_t before = current_revision(f->db);
+    const char *identity = "spiffe://atrium.local/ns/prod/sa/api";
+
+    /* node-b already known through the per-event path. */
+    assert_store_ok(store_proxy_connected(f->db, "node-b", "old", "old", "old", 10, &err));
+    assert_store_ok(store_proxy_acked(f->db, "node-b", RDS, "r1", 20, &err));
+
+    model_proxy proxies[3];
+    make_proxy(&proxies[0], "node-a", identity, "api", "prod", "delta", true, 1000, 5000);
+    add_type(&proxies[0], CDS, "5", 4900, "4", 4000, "5", "cluster api: bad lb_policy", 4950);
+    add_type(&proxies[0], EDS, "3", 4800, "3", 4810, NULL, NULL, 0);
+    /* NULL strings everywhere they are allowed. */
+    make_proxy(&proxies[1], "node-b", NULL, NULL, NULL, NULL, false, 2000, 6000);
+    add_type(&proxies[1], LDS, "1", 100, NULL, 0, NULL, NULL, 0);
+    add_type(&proxies[1], CDS, NULL, 0, NULL, 0, NULL, NULL, 0);
+    add_type(&proxies[1], RDS, NULL, 0, NULL, 0, "r2", "route: unknown cluster", 300);
+    /* A proxy with no types. */
+    make_proxy(&proxies[2], "node-c", "", "web", "default", "sotw", true, 3000, 3000);
+
+    assert_store_ok(store_save_proxies(f->db, proxies, 3, &err));
+    assert_no_changes_since(f->db, before);
+
+    model_proxy_list list = {0};
+    assert_store_ok(store_list_proxies(f->db, 0, &list, &err));
+    assert_int_equal(list.count, 3);
+    assert_string_equal(list.items[0].node_id, "node-a");
+    assert_string_equal(list.items[1].node_id, "node-b");
+    assert_string_equal(list.items[2].node_id, "node-c");
+    for (size_t i = 0; i < 3; i++) {
+        assert_proxy_equal(&list.items[i], &proxies[i]);
+    }
+    model_proxy_list_free(&list);
+
+    /* Durable. */
+    reopen_store(f);
+    assert_store_ok(store_list_proxies(f->db, 0, &list, &err));
+    assert_int_equal(list.count, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_proxy_equal(find_proxy(&list, proxies[i].node_id), &proxies[i]);
+    }
+    model_proxy_list_free(&list);
+
+    /* Update in place: every given field replaced, NULL replaces a value, a
+     * type left out keeps its row, a new type is added. */
+    model_proxy update;
+    make_proxy(&update, "node-a", identity, "api", "prod", "sotw", false, 1000, 7000);
+    add_type(&update, CDS, "6", 6900, "5", 6000, NULL, NULL, 0); /* the NACK is gone */
+    add_type(&update, LDS, "2", 6950, NULL, 0, NULL, NULL, 0);
+    assert_store_ok(store_save_proxies(f->db, &update, 1, &err));
+    assert_store_ok(store_list_proxies(f->db, 0, &list, &err));
+    assert_int_equal(list.count, 3);
+    const model_proxy *node_a = find_proxy(&list, "node-a");
+    assert_non_null(node_a);
+    assert_string_equal(node_a->protocol, "sotw");
+    assert_false(node_a->connected);
+    assert_int_equal(node_a->last_seen_ms, 7000);
+    assert_int_equal(node_a->type_count, 3);
+    assert_type_equal(find_type(node_a, CDS), &update.types[0]);
+    assert_type_equal(find_type(node_a, LDS), &update.types[1]);
+    assert_type_equal(find_type(node_a, EDS), &proxies[0].types[1]); /* untouched */
+    assert_proxy_equal(find_proxy(&list, "node-b"), &proxies[1]);
+    assert_proxy_equal(find_proxy(&list, "node-c"), &proxies[2]);
+    model_proxy_list_free(&list);
+
+    /* The per-event functions keep working on saved rows: reconnecting keeps
+     * the protocol and the type status. */
+    assert_store_ok(store_proxy_connected(f->db, "node-a", identity, "api", "prod", 8000, &err));
+    assert_store_ok(store_list_proxies(f->db, 0, &list, &err));
+    node_a = find_proxy(&list, "node-a");
+    assert_non_null(node_a);
+    assert_string_equal(node_a->protocol, "sotw");
+    assert_true(node_a->connected);
+    assert_int_equal(node_a->connected_since_ms, 8000);
+    assert_type_equal(find_type(node_a, CDS), &update.types[0]);
+    model_proxy_list_free(&list);
+
+    /* Repeats in one batch: the last one wins. */
+    model_proxy twice[2];
+    make_proxy(&twice[0], "node-c", "", "web", "default", "sotw", true, 3000, 9000);
+    add_type(&twice[0], CDS, "7", 9000, NULL, 0, NULL, NULL, 0);
+    add_type(&twice[0], CDS, "8", 9001, NULL, 0, NULL, NULL, 0);
+    make_proxy(&twice[1], "node-c", "", "web", "default", "delta", true, 3000, 9002);
+    assert_store_ok(store_save_proxies(f->db, twice, 2, &err));
+    assert_store_ok(store_list_proxies(f->db, 0, &list, &err));
+    const model_proxy *node_c = find_proxy(&list, "node-c");
+    assert_non_null(node_c);
+    assert_string_equal(node_c->protocol, "delta");
+    assert_int_equal(node_c->last_seen_ms, 9002);
+    assert_int_equal(node_c->type_count, 1);
+    assert_type_equal(&node_c->types[0], &twice[0].types[1]);
+    model_proxy_list_free(&list);
+    model_proxy_clear(&twice[0]);
+    model_proxy_clear(&twice[1]);
+
+    /* Nothing to save. */
+    assert_store_ok(store_save_proxies(f->db, NULL, 0, &err));
+    assert_no_changes_since(f->db, before);
+
+    /* And still no configuration change: the next write is the next revision. */
+    assert_int_equal(put_service(f->db, "api"), before + 1);
+
+    model_proxy_clear(&update);
+    for (size_t i = 0; i < 3; i++) {
+        model_proxy_clear(&proxies[i]);
+    }
+}
+
+/* A bad entry anywhere in the batch: STORE_INVALID naming it, nothing written. */
+static void test_save_proxies_invalid(void **state)
+{
+    fixture *f = *state;
+    store_error err;
+    int64_t before = current_revision(f->db);
+    model_proxy existing;
+    make_proxy(&existing, "node-a", "", "web", "default", "sotw", true, 1000, 1000);
+    add_type(&existing, CDS, "1", 1000, "1", 1001, NULL, NULL, 0);
+    assert_store_ok(store_save_proxies(f->db, &existing, 1, &err));
+
+    model_proxy batch[3];
+    make_proxy(&batch[0], "node-a", "", "web", "default", "delta", false, 1000, 2000);
+    add_type(&batch[0], CDS, "2", 2000, "2", 2001, NULL, NULL, 0);
+    make_proxy(&batch[1], "node-new", "", "web", "default", "sotw", true, 2000, 2000);
+    add_type(&batch[1], CDS, "2", 2000, NULL, 0, NULL, NULL, 0);
+    make_proxy(&batch[2], "node-z", "", "web", "default", "sotw", true, 2000, 2000);
+
+    /* An empty node id, last in the batch. */
+    set_str(&batch[2].node_id, "");
+    assert_store(STORE_INVALID, store_save_proxies(f->db, batch, 3, &err));
+    assert_string_equal(err.field, "proxies[2].node_id");
+    /* No node id at all. */
+    set_str(&batch[2].node_id, NULL);
+    assert_store(STORE_INVALID, store_save_proxies(f->db, batch, 3, &err));
+    assert_string_equal(err.field, "proxies[2].node_id");
+    set_str(&batch[2].node_id, "node-z");
+
+    /* An empty or missing type URL. */
+    add_type(&batch[1], "", "2", 2000, NULL, 0, NULL, NULL, 0);
+    assert_store(STORE_INVALID, store_save_proxies(f->db, batch, 3, &err));
+    assert_string_equal(err.field, "proxies[1].types[1].type_url");
+    set_str(&batch[1].types[1].type_url, NULL);
+    assert_store(STORE_INVALID, store_save_proxies(f->db, batch, 3, &err));
+    assert_string_equal(err.field, "proxies[1].types[1].type_url");
+
+    /* Nothing of any of those batches was written. */
+    model_proxy_list list = {0};
+    assert_store_ok(store_list_proxies(f->db, 0, &list, &err));
+    assert_int_equal(list.count, 1);
+    assert_proxy_equal(&list.items[0], &existing);
+    model_proxy_list_free(&list);
+    assert_no_changes_since(f->db, before);
+
+    /* Fixed, the same batch goes through. */
+    set_str(&batch[1].types[1].type_url, LDS);
+    assert_store_ok(store_save_proxies(f->db, batch, 3, &err));
+    assert_store_ok(store_list_proxies(f->db, 0, &list, &err));
+    assert_int_equal(list.count, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_proxy_equal(find_proxy(&list, batch[i].node_id), &batch[i]);
+    }
+    model_proxy_list_free(&list);
+    assert_no_changes_since(f->db, before);
+
+    model_proxy_clear(&existing);
+    for (size_t i = 0; i < 3; i++) {
+        model_proxy_clear(&batch[i]);
+    }
+}
+
+static void test_mark_all_proxies_disconnected(void **state)
+{
+    fixture *f = *state;
+    store_error err;
+    /* Nothing to mark. */
+    assert_store_ok(store_mark_all_proxies_disconnected(f->db, 500, &err));
+
+    put_service(f->db, "web");
+    int64_t before = current_revision(f->db);
+    assert_store_ok(store_proxy_connected(f->db, "node-a", "", "web", "default", 1000, &err));
+    assert_store_ok(store_proxy_acked(f->db, "node-a", CDS, "1", 1100, &err));
+    assert_store_ok(store_proxy_connected(f->db, "node-b", "", "web", "default", 1000, &err));
+    assert_store_ok(store_proxy_disconnected(f->db, "node-b", 1500, &err));
+    model_proxy saved;
+    make_proxy(&saved, "node-c", "", "web", "default", "delta", true, 1800, 2000);
+    add_type(&saved, EDS, "4", 1900, "4", 1950, NULL, NULL, 0);
+    assert_store_ok(store_save_proxies(f->db, &saved, 1, &err));
+
+    assert_store_ok(store_mark_all_proxies_disconnected(f->db, 9000, &err));
+    model_proxy_list list = {0};
+    assert_store_ok(store_list_proxies(f->db, 0, &list, &err));
+    assert_int_equal(list.count, 3);
+    for (size_t i = 0; i < list.count; i++) {
+        assert_false(list.items[i].connected);
+    }
+    const model_proxy *node_a = find_proxy(&list, "node-a");
+    assert_non_null(node_a);
+    assert_int_equal(node_a->last_seen_ms, 9000);
+    assert_int_equal(node_a->connected_since_ms, 1000);
+    assert_non_null(find_type(node_a, CDS));
+    assert_string_equal(find_type(node_a, CDS)->acked_version, "1");
+    /* Already disconnected: left as it was. */
+    const model_proxy *node_b = find_proxy(&list, "node-b");
+    assert_non_null(node_b);
+    assert_int_equal(node_b->last_seen_ms, 1500);
+    /* Only connected and last_seen change. */
+    saved.connected = false;
+    saved.last_seen_ms = 9000;
+    assert_proxy_equal(find_proxy(&list, "node-c"), &saved);
+    model_proxy_list_free(&list);
+
+    /* Idempotent. */
+    assert_store_ok(store_mark_all_proxies_disconnected(f->db, 9500, &err));
+    assert_store_ok(store_list_proxies(f->db, 9500, &list, &err));
+    assert_int_equal(list.count, 0);
+    model_proxy_list_free(&list);
+
+    assert_no_changes_since(f->db, before);
+    model_proxy_clear(&saved);
 }
 
 /* ---- change log --------------------------------------------------------------- */
@@ -1667,6 +1999,62 @@ static void test_migration_from_v1(void **state)
     assert_int_equal(current_revision(f->db), revision + 2);
 }
 
+static void test_migration_from_v2(void **state)
+{
+    fixture *f = *state;
+    store_error err;
+    open_store(f, 2, false);
+    assert_int_equal(store_schema_version(f->db), 2);
+    put_service(f->db, "web");
+    int64_t revision = current_revision(f->db);
+    assert_store_ok(store_proxy_connected(f->db, "node-a", "", "web", "default", 1000, &err));
+    assert_store_ok(store_proxy_acked(f->db, "node-a", CDS, "1", 1100, &err));
+    assert_store_ok(store_proxy_nacked(f->db, "node-a", EDS, "2", "bad", 1200, &err));
+    assert_store_ok(store_proxy_connected(f->db, "node-b", "", "web", "default", 1300, &err));
+    store_close(f->db);
+    f->db = NULL;
+
+    open_store(f, 0, false);
+    assert_int_equal(store_schema_version(f->db), 3);
+    assert_int_equal(store_schema_version(f->db), STORE_SCHEMA_VERSION);
+    assert_int_equal(current_revision(f->db), revision);
+    model_proxy_list list = {0};
+    assert_store_ok(store_list_proxies(f->db, 0, &list, &err));
+    assert_int_equal(list.count, 2);
+    const model_proxy *node_a = &list.items[0];
+    assert_string_equal(node_a->node_id, "node-a");
+    assert_string_equal(node_a->protocol, "");
+    assert_true(node_a->connected);
+    assert_int_equal(node_a->connected_since_ms, 1000);
+    assert_int_equal(node_a->type_count, 2);
+    model_proxy_type_status cds = {.type_url = CDS, .acked_version = "1", .acked_at_ms = 1100};
+    assert_type_equal(find_type(node_a, CDS), &cds);
+    model_proxy_type_status eds = {
+        .type_url = EDS, .nacked_version = "2", .nack_message = "bad", .nacked_at_ms = 1200};
+    assert_type_equal(find_type(node_a, EDS), &eds);
+    assert_string_equal(list.items[1].node_id, "node-b");
+    assert_string_equal(list.items[1].protocol, "");
+    assert_int_equal(list.items[1].type_count, 0);
+    model_proxy_list_free(&list);
+
+    /* The new columns are writable after the upgrade. */
+    model_proxy proxy;
+    make_proxy(&proxy, "node-a", "", "web", "default", "delta", true, 1000, 2000);
+    add_type(&proxy, CDS, "2", 1900, "1", 1100, NULL, NULL, 0);
+    assert_store_ok(store_save_proxies(f->db, &proxy, 1, &err));
+    assert_store_ok(store_list_proxies(f->db, 0, &list, &err));
+    assert_string_equal(list.items[0].protocol, "delta");
+    assert_type_equal(find_type(&list.items[0], CDS), &proxy.types[0]);
+    assert_type_equal(find_type(&list.items[0], EDS), &eds);
+    model_proxy_list_free(&list);
+    model_proxy_clear(&proxy);
+
+    bool ok = false;
+    assert_store_ok(store_check_integrity(f->db, &ok, &err));
+    assert_true(ok);
+    assert_int_equal(current_revision(f->db), revision);
+}
+
 static void test_newer_schema_refused(void **state)
 {
     fixture *f = *state;
@@ -1800,9 +2188,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_join_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_certificates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proxies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_save_proxies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_save_proxies_invalid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mark_all_proxies_disconnected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_change_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_v1, setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_from_v2, setup_dir, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup_dir, teardown),
         cmocka_unit_test_setup_teardown(test_synchronous_full, setup_dir, teardown),
     };

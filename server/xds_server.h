@@ -1,0 +1,47 @@
+/*
+ * xds_server.h — the xDS server: Aggregated Discovery Service over gRPC, both
+ * state-of-the-world (StreamAggregatedResources) and incremental
+ * (DeltaAggregatedResources), on one completion queue and one thread.
+ *
+ * It keeps an in-memory copy of the mesh model, re-translates only the
+ * services the store's change log says changed, and pushes to each stream
+ * only the resources whose bytes changed (delta) or the types whose set
+ * changed (SotW), in make-before-break order: clusters, endpoints,
+ * listeners, routes; removals last. Changes inside the debounce window
+ * become one push. Each stream's ACK/NACK state is flushed to the store's
+ * proxies table once a second (GET /v1/proxies shows it).
+ */
+#ifndef ATRIUM_SERVER_XDS_SERVER_H
+#define ATRIUM_SERVER_XDS_SERVER_H
+
+#include "store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct xds_server_options {
+    const char *address;      /* host:port; port 0 picks a free one */
+    int debounce_ms;          /* changes within this window are one push (default 100) */
+    int min_push_interval_ms; /* at most one push per interval (default 100) */
+} xds_server_options;
+
+typedef struct xds_server xds_server;
+
+/* Loads the mesh from the store, binds, and starts the xDS thread. Returns 0
+ * with *out (stopped with xds_server_stop) and the bound port, or -1 with the
+ * reason in error. */
+int xds_server_start(const xds_server_options *options, store *db, xds_server **out,
+                     int *bound_port, char *error, size_t error_size);
+
+/* Tells the xDS thread that the store changed. Thread-safe and cheap: use it
+ * as the store's commit listener. */
+void xds_server_notify(xds_server *server);
+
+/* Prometheus text for the xDS server's metrics (streams, pushes, NACKs, push
+ * latency). Thread-safe. The caller frees the result with free(). */
+char *xds_server_metrics(xds_server *server);
+
+/* Cancels every stream, stops the thread and frees the server (NULL accepted). */
+void xds_server_stop(xds_server *server);
+
+#endif
