@@ -138,7 +138,7 @@ static int start_server(void)
             dup2(log_fd, STDERR_FILENO) < 0)
             _exit(127);
         execl(ATRIUMD_PATH, "atriumd", "--data-dir", server.dir, "--rest-addr", "127.0.0.1:0",
-              (char *)NULL);
+              "--xds-addr", "127.0.0.1:0", (char *)NULL);
         _exit(127);
     }
     close(log_fd);
