@@ -375,12 +375,17 @@ static void catch_up(xds_server *server)
         return; /* tried again on the next wake */
     string_map *touched = string_map_new(NULL);
     int64_t reached = server->revision;
+    /* Proxy profiles hold routes of the services they may call: they change
+     * with services and routes, not with endpoints. */
+    bool profiles_affected = false;
     for (size_t i = 0; touched != NULL && i < changes.count; i++) {
         const model_change *change = &changes.items[i];
         if (change->revision > reached)
             reached = change->revision;
         if (change->kind == MODEL_KIND_JOIN_TOKEN || change->kind == MODEL_KIND_CERTIFICATE)
             continue;
+        if (change->kind == MODEL_KIND_SERVICE || change->kind == MODEL_KIND_ROUTES)
+            profiles_affected = true;
         char service[MODEL_NAME_MAX + 1];
         snprintf(service, sizeof(service), "%.*s", (int)strcspn(change->key, "/"), change->key);
         string_map_set(touched, service, (void *)1);
@@ -397,7 +402,7 @@ static void catch_up(xds_server *server)
     }
     free(names.items);
     string_map_free(touched);
-    if (names.count > 0)
+    if (profiles_affected)
         string_map_each(server->profiles, rebuild_profile_entry, server);
     if (!failed)
         server->revision = reached;
@@ -453,14 +458,6 @@ static void add_any(const cache_entry *entry, void *context)
     add_entry(context, entry);
 }
 
-static void add_subscribed(const char *name, void *value, void *context)
-{
-    (void)value;
-    entry_list *list = context;
-    const cache_entry *entry = lookup(list->client, list->items ? list->items[0]->type : 0, name);
-    (void)entry;
-}
-
 static int compare_entries(const void *left, const void *right)
 {
     return strcmp((*(const cache_entry *const *)left)->name,
@@ -488,7 +485,6 @@ static entry_list current_view(const stream *client, xds_type type)
             add_entry(&list, entry);
     }
     free(names.items);
-    (void)add_subscribed;
     if (list.count > 1)
         qsort(list.items, list.count, sizeof(*list.items), compare_entries);
     return list;
