@@ -959,8 +959,13 @@ static void handle_delta(stream *client,
         if (strcmp(name, "*") == 0) {
             changed |= !state->wildcard;
             state->wildcard = true;
-        } else if (string_map_get(state->names, name) == NULL) {
+        } else {
             string_map_set(state->names, name, (void *)1);
+            /* A subscription to a name the client already has must still be
+             * answered with it (xds_protocol.rst); on the first request the
+             * initial versions say what it has, and those are not resent. */
+            if (!first)
+                string_map_remove(state->versions, name);
             changed = true;
         }
     }
