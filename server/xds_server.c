@@ -67,6 +67,7 @@ typedef struct profile {
     char *service;
     char *namespace_name;
     xds_cache *cache;
+    string_map *changed[XDS_TYPE_COUNT]; /* names changed since the last push */
     int streams;
 } profile;
 
@@ -147,7 +148,8 @@ struct xds_server {
 
     string_map *services; /* name → service_state */
     xds_cache *shared;
-    string_map *profiles; /* key → profile */
+    string_map *changed[XDS_TYPE_COUNT]; /* shared names changed since the last push */
+    string_map *profiles;                /* key → profile */
     stream *streams;
     int64_t revision;   /* the store revision the caches reflect */
     int64_t push_at_ms; /* 0: no push scheduled */
@@ -194,7 +196,18 @@ static void free_profile(void *value)
     free(item->service);
     free(item->namespace_name);
     xds_cache_free(item->cache);
+    for (int type = 0; type < XDS_TYPE_COUNT; type++)
+        string_map_free(item->changed[type]);
     free(item);
+}
+
+/* Remembers a changed name in one of the per-type sets (change callbacks). */
+static void note_change(string_map **changed, xds_type type, const char *name)
+{
+    if (changed[type] == NULL)
+        changed[type] = string_map_new(NULL);
+    if (changed[type] != NULL)
+        string_map_set(changed[type], name, (void *)1);
 }
 
 /* Copies text into a fixed buffer, cutting it if it must. */
@@ -244,6 +257,16 @@ static int reload_service(xds_server *server, const char *name)
     return 0;
 }
 
+static void note_shared_change(xds_type type, const char *name, void *context)
+{
+    note_change(((struct xds_server *)context)->changed, type, name);
+}
+
+static void note_profile_change(xds_type type, const char *name, void *context)
+{
+    note_change(((profile *)context)->changed, type, name);
+}
+
 static translator_service as_input(const service_state *state)
 {
     return (translator_service){&state->service, state->endpoints.items, state->endpoints.count,
@@ -259,7 +282,7 @@ static void retranslate_service(xds_server *server, const char *name)
         translator_service input = as_input(state);
         translate_service(&input, &resources);
     }
-    xds_cache_replace_owner(server->shared, name, &resources, NULL, NULL);
+    xds_cache_replace_owner(server->shared, name, &resources, note_shared_change, server);
 }
 
 typedef struct name_list {
@@ -306,7 +329,7 @@ static void rebuild_profile(xds_server *server, profile *item)
     xds_resource_list resources = {0};
     if (callable != NULL)
         translate_proxy(&item->settings, callable, count, &resources);
-    xds_cache_replace_owner(item->cache, item->key, &resources, NULL, NULL);
+    xds_cache_replace_owner(item->cache, item->key, &resources, note_profile_change, item);
     free(callable);
     free(names.items);
 }
@@ -717,23 +740,6 @@ static void push_delta(stream *client, xds_type type, bool removals)
     free(view.items);
 }
 
-/* Brings one stream up to date: every type it subscribes, make-before-break. */
-static void push_stream(stream *client)
-{
-    for (int type = 0; type < XDS_TYPE_COUNT; type++) {
-        if (!client->types[type].subscribed)
-            continue;
-        if (client->delta)
-            push_delta(client, (xds_type)type, false);
-        else
-            push_sotw(client, (xds_type)type, false);
-    }
-    for (int type = 0; client->delta && type < XDS_TYPE_COUNT; type++) {
-        if (client->types[type].subscribed)
-            push_delta(client, (xds_type)type, true);
-    }
-}
-
 static void record_push_latency(xds_server *server)
 {
     if (server->change_seen_ms == 0)
@@ -750,13 +756,192 @@ static void record_push_latency(xds_server *server)
     server->change_seen_ms = 0;
 }
 
+/* Whether a changed name concerns the stream's subscription of a type. */
+static bool concerns(const stream *client, xds_type type, const char *name)
+{
+    const type_state *state = &client->types[type];
+    return state->wildcard || string_map_get(state->names, name) != NULL ||
+           string_map_get(state->versions, name) != NULL;
+}
+
+typedef struct change_walk {
+    stream *client;
+    xds_type type;
+    bool concerned;
+} change_walk;
+
+static void check_change(const char *name, void *value, void *context)
+{
+    (void)value;
+    change_walk *walk = context;
+    if (!walk->concerned && concerns(walk->client, walk->type, name))
+        walk->concerned = true;
+}
+
+/* Delta, after a change: the changed names of one type that the client
+ * subscribes and does not have at their new version (removals false), or
+ * that are gone (removals true). Costs what changed, not the whole view. */
+static void push_delta_changes(stream *client, xds_type type, const name_list *changed,
+                               bool removals)
+{
+    type_state *state = &client->types[type];
+    char system_version[32];
+    snprintf(system_version, sizeof(system_version), "%lld", (long long)client->server->revision);
+    Envoy__Service__Discovery__V3__DeltaDiscoveryResponse response =
+        ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_RESPONSE__INIT;
+    response.system_version_info = system_version;
+    response.type_url = (char *)xds_type_url(type);
+    size_t capacity = changed->count ? changed->count : 1;
+    Envoy__Service__Discovery__V3__Resource *resources = calloc(capacity, sizeof(*resources));
+    Envoy__Service__Discovery__V3__Resource **pointers = calloc(capacity, sizeof(*pointers));
+    Google__Protobuf__Any *anys = calloc(capacity, sizeof(*anys));
+    char **removed = calloc(capacity, sizeof(*removed));
+    for (size_t i = 0; resources && pointers && anys && removed && i < changed->count; i++) {
+        const char *name = changed->items[i];
+        const cache_entry *entry = lookup(client, type, name);
+        const char *has = string_map_get(state->versions, name);
+        bool wanted = state->wildcard || string_map_get(state->names, name) != NULL;
+        if (!removals && entry != NULL && wanted && (has == NULL || strcmp(has, entry->version))) {
+            Envoy__Service__Discovery__V3__Resource *resource = &resources[response.n_resources];
+            envoy__service__discovery__v3__resource__init(resource);
+            google__protobuf__any__init(&anys[response.n_resources]);
+            anys[response.n_resources].type_url = (char *)xds_type_url(type);
+            anys[response.n_resources].value.data = entry->bytes;
+            anys[response.n_resources].value.len = entry->length;
+            resource->name = entry->name;
+            resource->version = (char *)entry->version;
+            resource->resource = &anys[response.n_resources];
+            pointers[response.n_resources++] = resource;
+        } else if (removals && entry == NULL && has != NULL && strcmp(has, NOT_PRESENT) != 0) {
+            removed[response.n_removed_resources++] = (char *)name;
+        }
+    }
+    if (response.n_resources > 0 || response.n_removed_resources > 0) {
+        response.resources = pointers;
+        response.removed_resources = removed;
+        next_nonce(client, state);
+        response.nonce = state->nonce;
+        enqueue(client, &response.base);
+        for (size_t i = 0; i < response.n_resources; i++)
+            string_map_set(state->versions, pointers[i]->name, strdup(pointers[i]->version));
+        for (size_t i = 0; i < response.n_removed_resources; i++) {
+            if (string_map_get(state->names, removed[i]) != NULL)
+                string_map_set(state->versions, removed[i], strdup(NOT_PRESENT));
+            else
+                string_map_remove(state->versions, removed[i]);
+        }
+        snprintf(state->sent_version, sizeof(state->sent_version), "%s", system_version);
+        state->sent_at_ms = clock_wall_ms();
+        client->status_dirty = true;
+        count_push(client->server, type);
+    }
+    free(resources);
+    free(pointers);
+    free(anys);
+    free(removed);
+}
+
+static bool profile_changed(const profile *item)
+{
+    for (int type = 0; item != NULL && type < XDS_TYPE_COUNT; type++) {
+        if (item->changed[type] != NULL && string_map_count(item->changed[type]) > 0)
+            return true;
+    }
+    return false;
+}
+
+/* After a change: brings a stream up to date looking only at the names that
+ * changed, so the cost per stream follows the change, not the mesh. A stream
+ * whose own profile changed (what it may call can have changed) is compared
+ * in full. SotW resends a type whole when any of its names changed. */
+static void push_changes(stream *client, name_list changed[XDS_TYPE_COUNT])
+{
+    xds_server *server = client->server;
+    bool full = client->delta && profile_changed(client->profile);
+    bool concerned[XDS_TYPE_COUNT] = {false};
+    for (int type = 0; type < XDS_TYPE_COUNT; type++) {
+        if (!client->types[type].subscribed)
+            continue;
+        change_walk walk = {client, (xds_type)type, full};
+        if (server->changed[type] != NULL)
+            string_map_each(server->changed[type], check_change, &walk);
+        if (client->profile != NULL && client->profile->changed[type] != NULL)
+            string_map_each(client->profile->changed[type], check_change, &walk);
+        concerned[type] = walk.concerned;
+    }
+    for (int pass = 0; pass < (client->delta ? 2 : 1); pass++) {
+        for (int type = 0; type < XDS_TYPE_COUNT; type++) {
+            if (!concerned[type])
+                continue;
+            if (!client->delta)
+                push_sotw(client, (xds_type)type, false);
+            else if (full)
+                push_delta(client, (xds_type)type, pass == 1);
+            else
+                push_delta_changes(client, (xds_type)type, &changed[type], pass == 1);
+        }
+    }
+}
+
+static void clear_profile_changes(const char *key, void *value, void *context)
+{
+    (void)key;
+    (void)context;
+    profile *item = value;
+    for (int type = 0; type < XDS_TYPE_COUNT; type++) {
+        string_map_free(item->changed[type]);
+        item->changed[type] = NULL;
+    }
+}
+
+static void add_to_set(const char *name, void *value, void *context)
+{
+    (void)value;
+    string_map_set(context, name, (void *)1);
+}
+
+static void collect_profile_changes(const char *key, void *value, void *context)
+{
+    (void)key;
+    profile *item = value;
+    string_map **sets = context;
+    for (int type = 0; type < XDS_TYPE_COUNT; type++) {
+        if (item->changed[type] != NULL && sets[type] != NULL)
+            string_map_each(item->changed[type], add_to_set, sets[type]);
+    }
+}
+
 static void push_all(xds_server *server)
 {
     catch_up(server);
+    /* Every changed name, shared or of a profile, by type. Names are looked up
+     * per stream, so a profile's name reaches only that profile's streams. */
+    string_map *sets[XDS_TYPE_COUNT];
+    name_list changed[XDS_TYPE_COUNT];
+    memset(changed, 0, sizeof(changed));
+    for (int type = 0; type < XDS_TYPE_COUNT; type++) {
+        sets[type] = string_map_new(NULL);
+        if (server->changed[type] != NULL && sets[type] != NULL)
+            string_map_each(server->changed[type], add_to_set, sets[type]);
+    }
+    string_map_each(server->profiles, collect_profile_changes, sets);
+    for (int type = 0; type < XDS_TYPE_COUNT; type++) {
+        if (sets[type] != NULL)
+            string_map_each(sets[type], collect_name, &changed[type]);
+    }
     for (stream *client = server->streams; client != NULL; client = client->next) {
         if (!client->finished && !client->client_done)
-            push_stream(client);
+            push_changes(client, changed);
     }
+    for (int type = 0; type < XDS_TYPE_COUNT; type++) {
+        free(changed[type].items);
+        string_map_free(sets[type]);
+    }
+    for (int type = 0; type < XDS_TYPE_COUNT; type++) {
+        string_map_free(server->changed[type]);
+        server->changed[type] = NULL;
+    }
+    string_map_each(server->profiles, clear_profile_changes, NULL);
     record_push_latency(server);
     server->last_push_ms = clock_monotonic_ms();
 }
@@ -1503,6 +1688,8 @@ void xds_server_stop(xds_server *server)
         grpc_shutdown();
     }
     xds_cache_free(server->shared);
+    for (int type = 0; type < XDS_TYPE_COUNT; type++)
+        string_map_free(server->changed[type]);
     string_map_free(server->profiles);
     string_map_free(server->services);
     free(server);
