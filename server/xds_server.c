@@ -201,6 +201,8 @@ static void free_profile(void *value)
     free(item);
 }
 
+static void clear_profile_changes(const char *key, void *value, void *context);
+
 /* Remembers a changed name in one of the per-type sets (change callbacks). */
 static void note_change(string_map **changed, xds_type type, const char *name)
 {
@@ -1014,6 +1016,9 @@ static profile *profile_for(xds_server *server, const char *service, const char 
     }
     item->settings = (proxy_profile){item->service, item->namespace_name, inbound, app, outbound};
     rebuild_profile(server, item);
+    /* A new profile's streams get everything on subscription: nothing of it
+     * is a change to push. */
+    clear_profile_changes(item->key, item, NULL);
     return item;
 }
 
@@ -1572,6 +1577,10 @@ int xds_server_start(const xds_server_options *options, store *db, xds_server **
         snprintf(error, error_size, "cannot read the mesh from the store");
         xds_server_stop(server);
         return -1;
+    }
+    for (int type = 0; type < XDS_TYPE_COUNT; type++) { /* no stream yet: nothing to push */
+        string_map_free(server->changed[type]);
+        server->changed[type] = NULL;
     }
 
     grpc_init();
