@@ -643,6 +643,25 @@ static void find_removed(const char *name, void *value, void *context)
     }
 }
 
+/* Appends entry to a delta response being built: the Resource and its Any
+ * point at the cached bytes (nothing is copied until the response is packed). */
+static void add_resource(Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *response,
+                         Envoy__Service__Discovery__V3__Resource *resources,
+                         Google__Protobuf__Any *anys, xds_type type, const cache_entry *entry)
+{
+    size_t index = response->n_resources;
+    Envoy__Service__Discovery__V3__Resource *resource = &resources[index];
+    envoy__service__discovery__v3__resource__init(resource);
+    google__protobuf__any__init(&anys[index]);
+    anys[index].type_url = (char *)xds_type_url(type);
+    anys[index].value.data = entry->bytes;
+    anys[index].value.len = entry->length;
+    resource->name = entry->name;
+    resource->version = (char *)entry->version;
+    resource->resource = &anys[index];
+    response->resources[response->n_resources++] = resource;
+}
+
 /* Delta: the resources whose version the client does not have; with
  * removals, the names it has (or asked for) that are gone. */
 static void push_delta(stream *client, xds_type type, bool removals)
@@ -665,23 +684,13 @@ static void push_delta(stream *client, xds_type type, bool removals)
         resources = calloc(view.count ? view.count : 1, sizeof(*resources));
         pointers = calloc(view.count ? view.count : 1, sizeof(*pointers));
         anys = calloc(view.count ? view.count : 1, sizeof(*anys));
+        response.resources = pointers;
         for (size_t i = 0; resources && pointers && anys && i < view.count; i++) {
             const cache_entry *entry = view.items[i];
             const char *has = string_map_get(state->versions, entry->name);
-            if (has != NULL && strcmp(has, entry->version) == 0)
-                continue;
-            Envoy__Service__Discovery__V3__Resource *resource = &resources[response.n_resources];
-            envoy__service__discovery__v3__resource__init(resource);
-            google__protobuf__any__init(&anys[response.n_resources]);
-            anys[response.n_resources].type_url = (char *)xds_type_url(type);
-            anys[response.n_resources].value.data = entry->bytes;
-            anys[response.n_resources].value.len = entry->length;
-            resource->name = entry->name;
-            resource->version = (char *)entry->version;
-            resource->resource = &anys[response.n_resources];
-            pointers[response.n_resources++] = resource;
+            if (has == NULL || strcmp(has, entry->version) != 0)
+                add_resource(&response, resources, anys, type, entry);
         }
-        response.resources = pointers;
     } else {
         string_map_each(state->versions, find_removed, &walk);
         /* Names asked for by name that never existed are removed once too. */
@@ -798,28 +807,19 @@ static void push_delta_changes(stream *client, xds_type type, const name_list *c
     Envoy__Service__Discovery__V3__Resource **pointers = calloc(capacity, sizeof(*pointers));
     Google__Protobuf__Any *anys = calloc(capacity, sizeof(*anys));
     char **removed = calloc(capacity, sizeof(*removed));
+    response.resources = pointers;
     for (size_t i = 0; resources && pointers && anys && removed && i < changed->count; i++) {
         const char *name = changed->items[i];
         const cache_entry *entry = lookup(client, type, name);
         const char *has = string_map_get(state->versions, name);
         bool wanted = state->wildcard || string_map_get(state->names, name) != NULL;
-        if (!removals && entry != NULL && wanted && (has == NULL || strcmp(has, entry->version))) {
-            Envoy__Service__Discovery__V3__Resource *resource = &resources[response.n_resources];
-            envoy__service__discovery__v3__resource__init(resource);
-            google__protobuf__any__init(&anys[response.n_resources]);
-            anys[response.n_resources].type_url = (char *)xds_type_url(type);
-            anys[response.n_resources].value.data = entry->bytes;
-            anys[response.n_resources].value.len = entry->length;
-            resource->name = entry->name;
-            resource->version = (char *)entry->version;
-            resource->resource = &anys[response.n_resources];
-            pointers[response.n_resources++] = resource;
-        } else if (removals && entry == NULL && has != NULL && strcmp(has, NOT_PRESENT) != 0) {
+        if (!removals && entry != NULL && wanted && (has == NULL || strcmp(has, entry->version)))
+            add_resource(&response, resources, anys, type, entry);
+        else if (removals && entry == NULL && has != NULL && strcmp(has, NOT_PRESENT) != 0) {
             removed[response.n_removed_resources++] = (char *)name;
         }
     }
     if (response.n_resources > 0 || response.n_removed_resources > 0) {
-        response.resources = pointers;
         response.removed_resources = removed;
         next_nonce(client, state);
         response.nonce = state->nonce;
