@@ -14,39 +14,27 @@
 #include <cmocka.h>
 // clang-format on
 
+#include "atriumd_fixture.h"
+
 #include <curl/curl.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define JSON_TYPE        "application/json"
-#define BODY_LIMIT       (1024 * 1024) /* REST_BODY_MAX */
-#define TOKEN_LENGTH     64            /* ADMIN_TOKEN_LENGTH */
-#define START_TIMEOUT_MS 10000
-#define STOP_TIMEOUT_MS  10000
-#define POLL_MS          50
-#define MAX_LIVE         256 /* responses not yet freed */
+#define JSON_TYPE  "application/json"
+#define BODY_LIMIT (1024 * 1024) /* REST_BODY_MAX */
+#define MAX_LIVE   256           /* responses not yet freed */
 
 /* ---- the server -------------------------------------------------------------- */
 
 static struct {
-    pid_t pid; /* atriumd, while it runs; 0 otherwise */
-    char dir[64];
-    char log_path[128];
-    int port;
-    char token[TOKEN_LENGTH + 1];
+    atriumd_fixture atriumd;
     bool curl_ready;
     CURL *curl;
     char *oversized; /* BODY_LIMIT + 1 bytes of JSON */
@@ -58,151 +46,6 @@ static void sleep_ms(long ms)
     struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&pause, &pause) != 0 && errno == EINTR)
         ;
-}
-
-/* Last resort when the test process exits without the group teardown. */
-static void kill_server_at_exit(void)
-{
-    if (server.pid > 0) {
-        kill(server.pid, SIGKILL);
-        waitpid(server.pid, NULL, 0);
-        server.pid = 0;
-    }
-}
-
-/* The whole log (NUL-terminated, malloc'd), or NULL. */
-static char *read_log(void)
-{
-    FILE *file = fopen(server.log_path, "r");
-    if (file == NULL)
-        return NULL;
-    char *text = NULL;
-    size_t length = 0;
-    FILE *out = open_memstream(&text, &length);
-    if (out != NULL) {
-        char chunk[4096];
-        size_t got;
-        while ((got = fread(chunk, 1, sizeof(chunk), file)) > 0)
-            fwrite(chunk, 1, got, out);
-        fclose(out);
-    }
-    fclose(file);
-    return text;
-}
-
-static void print_log(void)
-{
-    /* Not print_error: it cuts messages at 1 KiB, and sanitizer reports are longer. */
-    char *text = read_log();
-    fprintf(stderr, "atriumd stderr (%s):\n%s\n", server.log_path, text ? text : "(unreadable)");
-    free(text);
-}
-
-static int remove_entry(const char *path, const struct stat *info, int flag, struct FTW *walk)
-{
-    (void)info;
-    (void)flag;
-    (void)walk;
-    return remove(path);
-}
-
-/* Starts atriumd and waits for "ready"; 0 or -1 (with a message). */
-static int start_server(void)
-{
-    snprintf(server.dir, sizeof(server.dir), "/tmp/atrium-rest-XXXXXX");
-    if (mkdtemp(server.dir) == NULL) {
-        print_error("mkdtemp: %s\n", strerror(errno));
-        server.dir[0] = '\0';
-        return -1;
-    }
-    snprintf(server.log_path, sizeof(server.log_path), "%s/atriumd.stderr", server.dir);
-    int log_fd = open(server.log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (log_fd < 0) {
-        print_error("cannot create %s: %s\n", server.log_path, strerror(errno));
-        return -1;
-    }
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        print_error("fork: %s\n", strerror(errno));
-        close(log_fd);
-        return -1;
-    }
-    if (pid == 0) {
-        /* Dies with us, whatever way we die. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int null_fd = open("/dev/null", O_RDWR);
-        if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(null_fd, STDOUT_FILENO) < 0 ||
-            dup2(log_fd, STDERR_FILENO) < 0)
-            _exit(127);
-        execl(ATRIUMD_PATH, "atriumd", "--data-dir", server.dir, "--rest-addr", "127.0.0.1:0",
-              "--xds-addr", "127.0.0.1:0", (char *)NULL);
-        _exit(127);
-    }
-    close(log_fd);
-    server.pid = pid;
-
-    static const char listening[] = "admin REST API listening on 127.0.0.1:";
-    for (int waited = 0; waited <= START_TIMEOUT_MS; waited += POLL_MS) {
-        char *text = read_log();
-        const char *port = text ? strstr(text, listening) : NULL;
-        bool ready = text != NULL && strstr(text, "atriumd: ready") != NULL;
-        if (ready && port != NULL)
-            server.port = atoi(port + strlen(listening));
-        free(text);
-        if (ready)
-            break;
-        int status;
-        if (waitpid(server.pid, &status, WNOHANG) == server.pid) {
-            server.pid = 0;
-            print_error("atriumd exited before it was ready\n");
-            print_log();
-            return -1;
-        }
-        sleep_ms(POLL_MS);
-    }
-    if (server.port <= 0 || server.port > 65535) {
-        print_error("atriumd did not log ready and a port within %d ms\n", START_TIMEOUT_MS);
-        print_log();
-        return -1;
-    }
-
-    char token_path[128];
-    snprintf(token_path, sizeof(token_path), "%s/admin.token", server.dir);
-    FILE *file = fopen(token_path, "r");
-    size_t got = file ? fread(server.token, 1, TOKEN_LENGTH, file) : 0;
-    if (file)
-        fclose(file);
-    server.token[got] = '\0';
-    if (got != TOKEN_LENGTH) {
-        print_error("cannot read a %d-character token from %s\n", TOKEN_LENGTH, token_path);
-        return -1;
-    }
-    return 0;
-}
-
-/* SIGTERM, then waits (bounded). Returns the wait status, or -1 when it had
- * to be killed or was not running. */
-static int stop_server(void)
-{
-    if (server.pid <= 0)
-        return -1;
-    kill(server.pid, SIGTERM);
-    for (int waited = 0; waited <= STOP_TIMEOUT_MS; waited += POLL_MS) {
-        int status;
-        if (waitpid(server.pid, &status, WNOHANG) == server.pid) {
-            server.pid = 0;
-            return status;
-        }
-        sleep_ms(POLL_MS);
-    }
-    print_error("atriumd did not stop within %d ms of SIGTERM; killing it\n", STOP_TIMEOUT_MS);
-    kill(server.pid, SIGKILL);
-    waitpid(server.pid, NULL, 0);
-    server.pid = 0;
-    return -1;
 }
 
 /* ---- HTTP ---------------------------------------------------------------------- */
@@ -311,7 +154,7 @@ static response *request_sized(const char *method, const char *path, const char 
     CURL *curl = server.curl;
     curl_easy_reset(curl);
     char url[2048];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", server.port, path);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", server.atriumd.rest_port, path);
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
@@ -335,7 +178,7 @@ static response *request_sized(const char *method, const char *path, const char 
         extra_header != NULL && strncasecmp(extra_header, "Authorization:", 14) == 0;
     headers = curl_slist_append(headers, "Expect:");
     if (headers != NULL && !own_authorization) {
-        snprintf(line, sizeof(line), "Authorization: Bearer %s", server.token);
+        snprintf(line, sizeof(line), "Authorization: Bearer %s", server.atriumd.token);
         grown = curl_slist_append(headers, line);
         headers = grown ? grown : headers;
     }
@@ -519,9 +362,6 @@ static char *padded_service(const char *name, size_t size)
 static int group_setup(void **state)
 {
     (void)state;
-    static bool registered = false;
-    if (!registered && atexit(kill_server_at_exit) == 0)
-        registered = true;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         print_error("curl_global_init failed\n");
         return -1;
@@ -534,27 +374,20 @@ static int group_setup(void **state)
         print_error("curl_easy_init failed\n");
         return -1;
     }
-    return start_server();
+    char error[256];
+    if (atriumd_fixture_start(&server.atriumd, ATRIUMD_PATH, "rest", error, sizeof(error)) != 0) {
+        print_error("%s\n", error);
+        return -1;
+    }
+    return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
     free_all_responses();
-    int status = stop_server();
-    bool clean_exit = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    if (!clean_exit && server.log_path[0] != '\0') {
-        if (status == -1)
-            print_error("atriumd was not stopped by SIGTERM\n");
-        else if (WIFEXITED(status))
-            print_error("atriumd exited with status %d\n", WEXITSTATUS(status));
-        else if (WIFSIGNALED(status))
-            print_error("atriumd was killed by signal %d\n", WTERMSIG(status));
-        print_log();
-    }
-    if (server.dir[0] != '\0')
-        nftw(server.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    server.dir[0] = '\0';
+    /* Says why and prints atriumd's log itself when it did not exit cleanly. */
+    bool clean_exit = atriumd_fixture_stop(&server.atriumd) == 0;
     if (server.curl != NULL)
         curl_easy_cleanup(server.curl);
     server.curl = NULL;
@@ -609,7 +442,7 @@ static void test_healthz_metrics_and_auth(void **state)
     /* 401 without a token, with a wrong one, with another scheme; each with
      * WWW-Authenticate. */
     char wrong[128];
-    snprintf(wrong, sizeof(wrong), "Authorization: Bearer %s", server.token);
+    snprintf(wrong, sizeof(wrong), "Authorization: Bearer %s", server.atriumd.token);
     wrong[strlen(wrong) - 1] = wrong[strlen(wrong) - 1] == '0' ? '1' : '0';
     const char *refused[] = {"Authorization:", wrong, "Authorization: Bearer short",
                              "Authorization: Basic YWRtaW46YWRtaW4="};
@@ -620,7 +453,7 @@ static void test_healthz_metrics_and_auth(void **state)
         done(reply);
     }
     /* The scheme is case-insensitive. */
-    snprintf(line, sizeof(line), "Authorization: bearer %s", server.token);
+    snprintf(line, sizeof(line), "Authorization: bearer %s", server.atriumd.token);
     done(EXPECT(200, "GET", "/v1/revision", NULL, NULL, line));
 
     /* 404 for unknown paths. */

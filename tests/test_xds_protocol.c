@@ -28,6 +28,7 @@
 // clang-format on
 
 #include "any.h"
+#include "atriumd_fixture.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
@@ -38,8 +39,6 @@
 
 #include <curl/curl.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -47,23 +46,15 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define JSON_TYPE        "application/json"
-#define TOKEN_LENGTH     64 /* ADMIN_TOKEN_LENGTH */
-#define START_TIMEOUT_MS 10000
-#define STOP_TIMEOUT_MS  10000
-#define POLL_MS          50
 #define RESPONSE_MS      3000 /* a response that must come */
 #define QUIET_MS         500  /* "no response": nothing within this long */
 #define COLLECT_LIMIT_MS 8000 /* a burst of responses, collected until quiet */
@@ -127,170 +118,9 @@ static void settle(void)
 /* ---- the server ------------------------------------------------------------------ */
 
 static struct {
-    pid_t pid; /* atriumd, while it runs; 0 otherwise */
-    char dir[64];
-    char log_path[128];
-    int rest_port;
-    int xds_port;
-    char token[TOKEN_LENGTH + 1];
+    atriumd_fixture atriumd;
     CURL *curl;
 } server;
-
-/* Last resort when the test process exits without the group teardown: only the
- * child this test started, by its pid. */
-static void kill_server_at_exit(void)
-{
-    if (server.pid > 0) {
-        kill(server.pid, SIGKILL);
-        waitpid(server.pid, NULL, 0);
-        server.pid = 0;
-    }
-}
-
-/* The whole log (NUL-terminated, malloc'd), or NULL. */
-static char *read_log(void)
-{
-    FILE *file = fopen(server.log_path, "r");
-    if (file == NULL)
-        return NULL;
-    char *text = NULL;
-    size_t length = 0;
-    FILE *out = open_memstream(&text, &length);
-    if (out != NULL) {
-        char chunk[4096];
-        size_t got;
-        while ((got = fread(chunk, 1, sizeof(chunk), file)) > 0)
-            fwrite(chunk, 1, got, out);
-        fclose(out);
-    }
-    fclose(file);
-    return text;
-}
-
-static void print_log(void)
-{
-    /* Not print_error: it cuts messages at 1 KiB, and sanitizer reports are longer. */
-    char *text = read_log();
-    fprintf(stderr, "atriumd stderr (%s):\n%s\n", server.log_path, text ? text : "(unreadable)");
-    free(text);
-}
-
-static int remove_entry(const char *path, const struct stat *info, int flag, struct FTW *walk)
-{
-    (void)info;
-    (void)flag;
-    (void)walk;
-    return remove(path);
-}
-
-/* The port after `prefix` in text, or 0. */
-static int port_after(const char *text, const char *prefix)
-{
-    const char *at = text ? strstr(text, prefix) : NULL;
-    return at ? atoi(at + strlen(prefix)) : 0;
-}
-
-/* Starts atriumd and waits for "ready"; 0 or -1 (with a message). */
-static int start_server(void)
-{
-    snprintf(server.dir, sizeof(server.dir), "/tmp/atrium-xds-XXXXXX");
-    if (mkdtemp(server.dir) == NULL) {
-        print_error("mkdtemp: %s\n", strerror(errno));
-        server.dir[0] = '\0';
-        return -1;
-    }
-    snprintf(server.log_path, sizeof(server.log_path), "%s/atriumd.stderr", server.dir);
-    int log_fd = open(server.log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (log_fd < 0) {
-        print_error("cannot create %s: %s\n", server.log_path, strerror(errno));
-        return -1;
-    }
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        print_error("fork: %s\n", strerror(errno));
-        close(log_fd);
-        return -1;
-    }
-    if (pid == 0) {
-        /* Dies with us, whatever way we die. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int null_fd = open("/dev/null", O_RDWR);
-        if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(null_fd, STDOUT_FILENO) < 0 ||
-            dup2(log_fd, STDERR_FILENO) < 0)
-            _exit(127);
-        execl(ATRIUMD_PATH, "atriumd", "--data-dir", server.dir, "--rest-addr", "127.0.0.1:0",
-              "--xds-addr", "127.0.0.1:0", (char *)NULL);
-        _exit(127);
-    }
-    close(log_fd);
-    server.pid = pid;
-    server.rest_port = server.xds_port = 0;
-
-    for (int waited = 0; waited <= START_TIMEOUT_MS; waited += POLL_MS) {
-        char *text = read_log();
-        bool ready = text != NULL && strstr(text, "atriumd: ready") != NULL;
-        if (ready) {
-            server.rest_port = port_after(text, "admin REST API listening on 127.0.0.1:");
-            server.xds_port = port_after(text, "xDS (ADS, state of the world and delta, "
-                                               "plaintext) listening on 127.0.0.1:");
-        }
-        free(text);
-        if (ready)
-            break;
-        int status;
-        if (waitpid(server.pid, &status, WNOHANG) == server.pid) {
-            server.pid = 0;
-            print_error("atriumd exited before it was ready\n");
-            print_log();
-            return -1;
-        }
-        sleep_ms(POLL_MS);
-    }
-    if (server.rest_port <= 0 || server.rest_port > 65535 || server.xds_port <= 0 ||
-        server.xds_port > 65535) {
-        print_error("atriumd did not log ready and both ports within %d ms\n", START_TIMEOUT_MS);
-        print_log();
-        return -1;
-    }
-
-    char token_path[128];
-    snprintf(token_path, sizeof(token_path), "%s/admin.token", server.dir);
-    FILE *file = fopen(token_path, "r");
-    size_t got = file ? fread(server.token, 1, TOKEN_LENGTH, file) : 0;
-    if (file)
-        fclose(file);
-    server.token[got] = '\0';
-    if (got != TOKEN_LENGTH) {
-        print_error("cannot read a %d-character token from %s\n", TOKEN_LENGTH, token_path);
-        return -1;
-    }
-    return 0;
-}
-
-/* SIGTERM, then waits (bounded). Returns the wait status, or -1 when it had
- * to be killed or was not running. */
-static int stop_server(void)
-{
-    if (server.pid <= 0)
-        return -1;
-    kill(server.pid, SIGTERM);
-    for (int waited = 0; waited <= STOP_TIMEOUT_MS; waited += POLL_MS) {
-        int status;
-        if (waitpid(server.pid, &status, WNOHANG) == server.pid) {
-            server.pid = 0;
-            return status;
-        }
-        sleep_ms(POLL_MS);
-    }
-    print_error("atriumd did not stop within %d ms of SIGTERM; killing it\n", STOP_TIMEOUT_MS);
-    kill(server.pid, SIGKILL);
-    waitpid(server.pid, NULL, 0);
-    server.pid = 0;
-    return -1;
-}
 
 /* ---- things to free when a test fails half-way ------------------------------------- */
 
@@ -386,7 +216,7 @@ static response *request(const char *method, const char *path, const char *body)
     CURL *curl = server.curl;
     curl_easy_reset(curl);
     char url[1024];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", server.rest_port, path);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", server.atriumd.rest_port, path);
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
@@ -405,7 +235,7 @@ static response *request(const char *method, const char *path, const char *body)
     struct curl_slist *headers = NULL, *grown;
     char line[256];
     headers = curl_slist_append(headers, "Expect:");
-    snprintf(line, sizeof(line), "Authorization: Bearer %s", server.token);
+    snprintf(line, sizeof(line), "Authorization: Bearer %s", server.atriumd.token);
     if (headers != NULL && (grown = curl_slist_append(headers, line)) != NULL)
         headers = grown;
     if (headers != NULL && body != NULL &&
@@ -660,7 +490,7 @@ static ads_stream *ads_open(bool delta)
     stream->status_details = grpc_empty_slice();
 
     char target[64];
-    snprintf(target, sizeof(target), "ipv4:127.0.0.1:%d", server.xds_port);
+    snprintf(target, sizeof(target), "ipv4:127.0.0.1:%d", server.atriumd.xds_port);
     grpc_arg no_proxy = {
         .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_HTTP_PROXY, .value.integer = 0};
     grpc_channel_args args = {1, &no_proxy};
@@ -1338,36 +1168,25 @@ static int test_teardown(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    static bool registered = false;
-    if (!registered && atexit(kill_server_at_exit) == 0)
-        registered = true;
     server.curl = curl_easy_init();
     if (server.curl == NULL) {
         print_error("curl_easy_init failed\n");
         return -1;
     }
-    return start_server();
+    char error[256];
+    if (atriumd_fixture_start(&server.atriumd, ATRIUMD_PATH, "xds", error, sizeof(error)) != 0) {
+        print_error("%s\n", error);
+        return -1;
+    }
+    return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
     close_everything();
-    int status = stop_server();
-    bool clean_exit = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    if (!clean_exit && server.log_path[0] != '\0') {
-        if (status == -1)
-            print_error("atriumd was not stopped by SIGTERM\n");
-        else if (WIFEXITED(status))
-            print_error("atriumd exited with status %d\n", WEXITSTATUS(status));
-        else if (WIFSIGNALED(status))
-            print_error("atriumd was killed by signal %d\n", WTERMSIG(status));
-        print_log();
-    }
-    if (server.dir[0] != '\0')
-        nftw(server.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    server.dir[0] = '\0';
-    server.log_path[0] = '\0';
+    /* Says why and prints atriumd's log itself when it did not exit cleanly. */
+    bool clean_exit = atriumd_fixture_stop(&server.atriumd) == 0;
     if (server.curl != NULL)
         curl_easy_cleanup(server.curl);
     server.curl = NULL;
