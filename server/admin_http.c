@@ -37,6 +37,7 @@ struct admin_http {
     admin_metrics *metrics;
     admin_http_metrics_source metrics_source;
     void *metrics_context;
+    char trust_domain[256];
     struct event_base *base;
     struct evhttp *http;
     struct event *stop_event; /* activated from another thread to end the loop */
@@ -175,8 +176,11 @@ static bool read_body(struct evhttp_request *request, json_t **body, rest_reply 
 }
 
 /* ?dry_run=true|false is the only query parameter. */
-static bool read_query(const struct evhttp_uri *uri, bool *dry_run, rest_reply *reply)
+/* ?dry_run=true|false and ?identity=<SPIFFE ID> are the query parameters;
+ * rest_api refuses them on routes that do not take them. */
+static bool read_query(const struct evhttp_uri *uri, rest_call *call, rest_reply *reply)
 {
+    bool *dry_run = &call->dry_run;
     *dry_run = false;
     const char *query = evhttp_uri_get_query(uri);
     if (query == NULL || query[0] == '\0')
@@ -188,9 +192,16 @@ static bool read_query(const struct evhttp_uri *uri, bool *dry_run, rest_reply *
     }
     bool ok = true;
     for (struct evkeyval *item = parameters.tqh_first; item && ok; item = item->next.tqe_next) {
-        if (strcmp(item->key, "dry_run") != 0) {
+        if (strcmp(item->key, "identity") == 0) {
+            if (strlen(item->value) >= sizeof(call->identity)) {
+                rest_reply_error(reply, 400, "invalid", "identity", "identity is too long");
+                ok = false;
+            } else {
+                memcpy(call->identity, item->value, strlen(item->value) + 1);
+            }
+        } else if (strcmp(item->key, "dry_run") != 0) {
             rest_reply_error(reply, 400, "invalid", item->key,
-                             "unknown query parameter '%s' (only dry_run)", item->key);
+                             "unknown query parameter '%s' (dry_run or identity)", item->key);
             ok = false;
         } else if (strcmp(item->value, "true") == 0 || strcmp(item->value, "1") == 0) {
             *dry_run = true;
@@ -254,7 +265,8 @@ static const char *serve_api(admin_http *server, struct evhttp_request *request,
     }
     const char *pattern = rest_route_pattern(route);
     json_t *body = NULL;
-    if (!read_query(evhttp_request_get_evhttp_uri(request), &call.dry_run, reply) ||
+    call.trust_domain = server->trust_domain;
+    if (!read_query(evhttp_request_get_evhttp_uri(request), &call, reply) ||
         !read_body(request, &body, reply))
         return pattern;
     call.if_revision =
@@ -338,10 +350,11 @@ static void *serve(void *context)
     return NULL;
 }
 
-int admin_http_start(const char *address, store *db, const char *token,
-                     admin_http_metrics_source metrics_source, void *metrics_context,
-                     admin_http **out, uint16_t *bound_port, char *error, size_t error_size)
+int admin_http_start(const admin_http_options *options, store *db, admin_http **out,
+                     uint16_t *bound_port, char *error, size_t error_size)
 {
+    const char *address = options->address;
+    const char *token = options->token;
     *out = NULL;
     char host[256];
     uint16_t port;
@@ -357,8 +370,10 @@ int admin_http_start(const char *address, store *db, const char *token,
         return -1;
     }
     server->db = db;
-    server->metrics_source = metrics_source;
-    server->metrics_context = metrics_context;
+    server->metrics_source = options->metrics_source;
+    server->metrics_context = options->metrics_context;
+    snprintf(server->trust_domain, sizeof(server->trust_domain), "%s",
+             options->trust_domain ? options->trust_domain : "atrium.local");
     memcpy(server->token, token, ADMIN_TOKEN_LENGTH + 1);
     evthread_use_pthreads();
     server->metrics = admin_metrics_new();

@@ -17,18 +17,24 @@
 
 typedef struct admin_http admin_http;
 
-/* Binds host:port (port 0 picks a free one) and starts serving on a new
- * thread; token is the bearer token every call but /healthz must present
- * (copied). *out is released with admin_http_stop; *bound_port receives the
- * port actually bound. Returns 0, or -1 with the reason in error. */
+/* Binds the address and starts serving on a new thread; every call but
+ * /healthz must present the token. *out is released with admin_http_stop;
+ * *bound_port receives the port actually bound. Returns 0, or -1 with the
+ * reason in error. */
 /* More Prometheus text for /metrics (the xDS server's); returns a string the
  * caller frees, or NULL. Called on the admin thread. */
 typedef char *(*admin_http_metrics_source)(void *context);
 
-/* metrics_source (may be NULL) adds its text to /metrics. */
-int admin_http_start(const char *address, store *db, const char *token,
-                     admin_http_metrics_source metrics_source, void *metrics_context,
-                     admin_http **out, uint16_t *bound_port, char *error, size_t error_size);
+typedef struct admin_http_options {
+    const char *address;                      /* host:port; port 0 picks a free one */
+    const char *token;                        /* the bearer token (copied) */
+    const char *trust_domain;                 /* of SPIFFE IDs shown by the API (copied) */
+    admin_http_metrics_source metrics_source; /* may be NULL: adds text to /metrics */
+    void *metrics_context;
+} admin_http_options;
+
+int admin_http_start(const admin_http_options *options, store *db, admin_http **out,
+                     uint16_t *bound_port, char *error, size_t error_size);
 
 /* Stops the thread, closes the listener and frees the server. NULL is accepted. */
 void admin_http_stop(admin_http *server);

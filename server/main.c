@@ -191,8 +191,9 @@ int main(int argc, char **argv)
     } else if (xds_server_start(&xds_settings, db, &xds, &xds_port, error, sizeof(error)) != 0) {
         log_error("xDS server: %s", error);
         exit_code = 1;
-    } else if (admin_http_start(options.rest_addr, db, token, xds_metrics, xds, &admin, &admin_port,
-                                error, sizeof(error)) != 0) {
+    } else if (admin_http_start(&(admin_http_options){options.rest_addr, token,
+                                                      options.trust_domain, xds_metrics, xds},
+                                db, &admin, &admin_port, error, sizeof(error)) != 0) {
         log_error("admin REST API: %s", error);
         exit_code = 1;
     } else {

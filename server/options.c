@@ -42,6 +42,7 @@ static const setting settings[] = {
     TEXT_SETTING("tls-addr", SETTING_ADDRESS, tls_addr),
     {"synchronous", SETTING_SYNCHRONOUS, 0, 0},
     TEXT_SETTING("log-level", SETTING_LEVEL, log_level),
+    TEXT_SETTING("trust-domain", SETTING_TEXT, trust_domain),
     {"xds-debounce-ms", SETTING_MILLISECONDS, offsetof(atriumd_options, xds_debounce_ms),
      sizeof(int)},
     {"xds-push-interval-ms", SETTING_MILLISECONDS, offsetof(atriumd_options, xds_push_interval_ms),
@@ -62,6 +63,7 @@ const char *atriumd_options_usage(void)
            "  --tls-addr HOST:PORT   mTLS xDS and CA (default 127.0.0.1:15012)\n"
            "  --synchronous MODE     SQLite durability: normal (default) or full\n"
            "  --log-level LEVEL      debug, info (default), warn or error\n"
+           "  --trust-domain NAME    of workload SPIFFE IDs (default atrium.local)\n"
            "  --xds-debounce-ms N    changes within N ms become one xDS push (default 100)\n"
            "  --xds-push-interval-ms N  at most one xDS push per N ms (default 100)\n"
            "  --help                 show this text\n";
@@ -190,6 +192,7 @@ int atriumd_options_parse(int argc, char **argv, atriumd_options *out, char *err
     snprintf(out->xds_addr, sizeof(out->xds_addr), "127.0.0.1:15010");
     snprintf(out->tls_addr, sizeof(out->tls_addr), "127.0.0.1:15012");
     snprintf(out->log_level, sizeof(out->log_level), "info");
+    snprintf(out->trust_domain, sizeof(out->trust_domain), "atrium.local");
     out->xds_debounce_ms = 100;
     out->xds_push_interval_ms = 100;
 

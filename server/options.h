@@ -19,6 +19,7 @@ typedef struct atriumd_options {
     int xds_debounce_ms;              /* changes within this window are one push (100) */
     int xds_push_interval_ms;         /* at most one push per interval (100) */
     char log_level[16];               /* debug | info | warn | error */
+    char trust_domain[256];           /* of SPIFFE IDs, default atrium.local */
     bool show_help;
 } atriumd_options;
 

@@ -6,6 +6,8 @@
  */
 #include "rest_api.h"
 
+#include "join_tokens.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@ enum {
     TAKES_BODY = 1 << 0,  /* a JSON body is required */
     CONDITIONAL = 1 << 1, /* honours If-Match (the resource has an ETag) */
     DRY_RUN = 1 << 2,     /* honours ?dry_run=true */
+    IDENTITY = 1 << 3,    /* honours ?identity= */
 };
 
 struct rest_route {
@@ -564,6 +567,148 @@ static void get_revision(store *db, const rest_call *call, rest_reply *reply)
     reply_revision(reply, revision);
 }
 
+/* ---- join tokens and certificates ---- */
+
+static json_t *token_to_json(const model_join_token *token, const char *trust_domain)
+{
+    char identity[512];
+    snprintf(identity, sizeof(identity), "spiffe://%s/ns/%s/sa/%s", trust_domain,
+             token->namespace_name, token->service);
+    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I}", "id", token->id, "service",
+                     token->service, "namespace", token->namespace_name, "identity", identity,
+                     "created_at_ms", (json_int_t)token->created_at_ms, "expires_at_ms",
+                     (json_int_t)token->expires_at_ms, "uses_allowed",
+                     (json_int_t)token->uses_allowed, "uses", (json_int_t)token->uses);
+}
+
+static void create_token(store *db, const rest_call *call, rest_reply *reply)
+{
+    static const char *const keys[] = {"service", "namespace", "ttl_s", "uses"};
+    const json_t *body = call->body;
+    const char *key;
+    json_t *value;
+    if (!json_is_object(body)) {
+        rest_reply_error(reply, 400, "invalid", NULL,
+                         "body must be {service, namespace, ttl_s, uses}");
+        return;
+    }
+    json_object_foreach((json_t *)body, key, value)
+    {
+        bool known = false;
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]) && !known; i++)
+            known = strcmp(keys[i], key) == 0;
+        if (!known) {
+            rest_reply_error(reply, 400, "invalid", key, "%s: unknown field", key);
+            return;
+        }
+    }
+    const char *service = json_string_value(json_object_get(body, "service"));
+    json_t *space = json_object_get(body, "namespace");
+    const char *namespace_name = space ? json_string_value(space) : "default";
+    json_t *ttl = json_object_get(body, "ttl_s");
+    json_t *uses = json_object_get(body, "uses");
+    if (!model_name_is_valid(service)) {
+        rest_reply_error(reply, 400, "invalid", "service",
+                         "service: required, a DNS-1123 label (the identity the token admits)");
+        return;
+    }
+    if (!model_name_is_valid(namespace_name)) {
+        rest_reply_error(reply, 400, "invalid", "namespace", "namespace: must be a DNS-1123 label");
+        return;
+    }
+    if (ttl != NULL && (!json_is_integer(ttl) || json_integer_value(ttl) < JOIN_TOKEN_TTL_MIN_S ||
+                        json_integer_value(ttl) > JOIN_TOKEN_TTL_MAX_S)) {
+        rest_reply_error(reply, 400, "invalid", "ttl_s", "ttl_s: must be %d-%d seconds",
+                         JOIN_TOKEN_TTL_MIN_S, JOIN_TOKEN_TTL_MAX_S);
+        return;
+    }
+    if (uses != NULL && (!json_is_integer(uses) || json_integer_value(uses) < 1 ||
+                         json_integer_value(uses) > JOIN_TOKEN_USES_MAX)) {
+        rest_reply_error(reply, 400, "invalid", "uses", "uses: must be 1-%d", JOIN_TOKEN_USES_MAX);
+        return;
+    }
+    model_join_token token;
+    char secret[JOIN_TOKEN_SECRET_LENGTH + 1];
+    store_error error;
+    if (join_token_mint(db, service, namespace_name, ttl ? (uint32_t)json_integer_value(ttl) : 3600,
+                        uses ? (uint32_t)json_integer_value(uses) : 1, call->now_ms, &token, secret,
+                        NULL, &error) != STORE_OK) {
+        reply_store_error(reply, &error);
+        return;
+    }
+    json_t *shown = token_to_json(&token, call->trust_domain);
+    if (shown != NULL) /* the secret, this once; only its hash is kept */
+        json_object_set_new(shown, "token", json_string(secret));
+    memset(secret, 0, sizeof(secret));
+    model_join_token_clear(&token);
+    reply_json(reply, 201, shown, 0);
+}
+
+static void list_tokens(store *db, const rest_call *call, rest_reply *reply)
+{
+    model_join_token_list list;
+    store_error error;
+    if (store_list_join_tokens(db, &list, &error) != STORE_OK) {
+        reply_store_error(reply, &error);
+        return;
+    }
+    json_t *items = json_array();
+    for (size_t i = 0; items != NULL && i < list.count; i++)
+        json_array_append_new(items, token_to_json(&list.items[i], call->trust_domain));
+    model_join_token_list_free(&list);
+    reply_json(reply, 200, json_pack("{s:o}", "tokens", items), 0);
+}
+
+static void delete_token(store *db, const rest_call *call, rest_reply *reply)
+{
+    int64_t revision = 0;
+    store_error error;
+    if (store_delete_join_token(db, call->params[0], &revision, &error) != STORE_OK)
+        reply_store_error(reply, &error);
+    else
+        reply_revision(reply, revision);
+}
+
+static json_t *certificate_to_json(const model_certificate *certificate)
+{
+    json_t *object = json_pack(
+        "{s:s,s:s,s:I,s:I,s:b}", "serial", certificate->serial, "identity", certificate->identity,
+        "not_before_ms", (json_int_t)certificate->not_before_ms, "not_after_ms",
+        (json_int_t)certificate->not_after_ms, "revoked", certificate->revoked);
+    if (object != NULL && certificate->revoked)
+        json_object_set_new(object, "revoked_at_ms", json_integer(certificate->revoked_at_ms));
+    return object;
+}
+
+static void list_certificates(store *db, const rest_call *call, rest_reply *reply)
+{
+    model_certificate_list list;
+    store_error error;
+    if (store_list_certificates(db, call->identity[0] ? call->identity : NULL, &list, &error) !=
+        STORE_OK) {
+        reply_store_error(reply, &error);
+        return;
+    }
+    json_t *items = json_array();
+    for (size_t i = 0; items != NULL && i < list.count; i++)
+        json_array_append_new(items, certificate_to_json(&list.items[i]));
+    model_certificate_list_free(&list);
+    reply_json(reply, 200, json_pack("{s:o}", "certificates", items), 0);
+}
+
+static void revoke_certificate(store *db, const rest_call *call, rest_reply *reply)
+{
+    int64_t revision = 0;
+    store_error error;
+    if (store_revoke_certificate(db, call->params[0], call->now_ms, &revision, &error) != STORE_OK)
+        reply_store_error(reply, &error);
+    else
+        reply_json(reply, 200,
+                   json_pack("{s:s,s:I,s:I}", "serial", call->params[0], "revoked_at_ms",
+                             (json_int_t)call->now_ms, "revision", (json_int_t)revision),
+                   0);
+}
+
 /* ---- routing ---- */
 
 static const rest_route routes[] = {
@@ -586,6 +731,11 @@ static const rest_route routes[] = {
     {"PUT", "/v1/services/{name}/policy", put_policy, TAKES_BODY | CONDITIONAL | DRY_RUN},
     {"DELETE", "/v1/services/{name}/policy", delete_policy, CONDITIONAL},
     {"GET", "/v1/proxies", list_proxies, 0},
+    {"POST", "/v1/tokens", create_token, TAKES_BODY},
+    {"GET", "/v1/tokens", list_tokens, 0},
+    {"DELETE", "/v1/tokens/{id}", delete_token, 0},
+    {"GET", "/v1/certs", list_certificates, IDENTITY},
+    {"POST", "/v1/certs/{serial}/revoke", revoke_certificate, 0},
     {"GET", "/v1/revision", get_revision, 0},
 };
 #define ROUTE_COUNT (sizeof(routes) / sizeof(routes[0]))
@@ -652,6 +802,11 @@ void rest_api_handle(const rest_route *route, store *db, const rest_call *call, 
      * dry run or a precondition must never get an unconditional write. */
     if (call->dry_run && !(route->accepts & DRY_RUN)) {
         rest_reply_error(reply, 400, "invalid", "dry_run", "%s %s does not support dry_run",
+                         route->method, route->pattern);
+        return;
+    }
+    if (call->identity[0] != '\0' && !(route->accepts & IDENTITY)) {
+        rest_reply_error(reply, 400, "invalid", "identity", "%s %s does not support identity",
                          route->method, route->pattern);
         return;
     }

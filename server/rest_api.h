@@ -24,8 +24,10 @@ typedef struct rest_call {
     char params[REST_PARAM_COUNT][REST_PARAM_SIZE]; /* path parameters, in order */
     const json_t *body;                             /* NULL when the request had none */
     int64_t if_revision;                            /* If-Match: 0, STORE_IF_EXISTS or a revision */
-    bool dry_run;   /* ?dry_run=true: validate and show, write nothing */
-    int64_t now_ms; /* wall clock of the request */
+    bool dry_run;                   /* ?dry_run=true: validate and show, write nothing */
+    int64_t now_ms;                 /* wall clock of the request */
+    char identity[REST_PARAM_SIZE]; /* ?identity=... (GET /v1/certs); "" when absent */
+    const char *trust_domain;       /* of the mesh's SPIFFE IDs */
 } rest_call;
 
 /* What to answer. */

@@ -1554,10 +1554,78 @@ static void test_ttl(void **state)
     done(DELETE(200, "/v1/services/ttl"));
 }
 
+/* Join tokens: the secret once, only its hash kept; listing without secrets;
+ * revocation; bad input named. Certificates: listing and revoking. */
+static void test_tokens_and_certificates(void **state)
+{
+    (void)state;
+    response *reply = EXPECT(201, "POST", "/v1/tokens", JSON_TYPE,
+                             "{\"service\": \"reviews\", \"ttl_s\": 600, \"uses\": 2}", NULL);
+    const char *secret = json_string_value(json_object_get(reply->json, "token"));
+    assert_non_null(secret);
+    assert_int_equal(strlen(secret), 64);
+    char id[64];
+    snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(reply->json, "id")));
+    assert_string_equal(json_string_value(json_object_get(reply->json, "identity")),
+                        "spiffe://atrium.local/ns/default/sa/reviews");
+    assert_int_equal(json_integer_value(json_object_get(reply->json, "uses_allowed")), 2);
+    assert_int_equal(json_integer_value(json_object_get(reply->json, "expires_at_ms")) -
+                         json_integer_value(json_object_get(reply->json, "created_at_ms")),
+                     600000);
+    char secret_copy[80];
+    snprintf(secret_copy, sizeof(secret_copy), "%s", secret);
+    done(reply);
+
+    reply = GET(200, "/v1/tokens");
+    assert_int_equal(json_array_size(json_object_get(reply->json, "tokens")), 1);
+    assert_null(strstr(reply->text, secret_copy)); /* never the secret again */
+    assert_null(
+        json_object_get(json_array_get(json_object_get(reply->json, "tokens"), 0), "token"));
+    done(reply);
+
+    static const struct {
+        const char *body, *field;
+    } bad[] = {
+        {"{}", "service"},
+        {"{\"service\": \"Reviews\"}", "service"},
+        {"{\"service\": \"a\", \"namespace\": \"x_y\"}", "namespace"},
+        {"{\"service\": \"a\", \"ttl_s\": 59}", "ttl_s"},
+        {"{\"service\": \"a\", \"ttl_s\": 2592001}", "ttl_s"},
+        {"{\"service\": \"a\", \"uses\": 0}", "uses"},
+        {"{\"service\": \"a\", \"secret\": \"mine\"}", "secret"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        reply = EXPECT(400, "POST", "/v1/tokens", JSON_TYPE, bad[i].body, NULL);
+        EXPECT_ERROR(reply, 400, "invalid", bad[i].field);
+        done(reply);
+    }
+    reply = GET(200, "/v1/tokens");
+    assert_int_equal(json_array_size(json_object_get(reply->json, "tokens")), 1);
+    done(reply);
+
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/tokens/%s", id);
+    done(DELETE(200, path));
+    reply = DELETE(404, path);
+    EXPECT_ERROR(reply, 404, "not_found", "id");
+    done(reply);
+
+    reply = GET(200, "/v1/certs?identity=spiffe://atrium.local/ns/default/sa/reviews");
+    assert_int_equal(json_array_size(json_object_get(reply->json, "certificates")), 0);
+    done(reply);
+    reply = POST(404, "/v1/certs/00ff/revoke");
+    EXPECT_ERROR(reply, 404, "not_found", "serial");
+    done(reply);
+    reply = GET(400, "/v1/tokens?identity=x");
+    EXPECT_ERROR(reply, 400, "invalid", "identity");
+    done(reply);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_healthz_metrics_and_auth),
+        cmocka_unit_test(test_tokens_and_certificates),
         cmocka_unit_test(test_services),
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_routes_and_policy),
