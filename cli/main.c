@@ -12,6 +12,8 @@
 #include "table.h"
 #include "yaml_json.h"
 
+#include <curl/curl.h>
+
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +44,10 @@ static const char usage[] =
     "  health SERVICE ID healthy|unhealthy|draining\n"
     "  apply -f FILE [--dry-run]         make the mesh match a YAML/JSON file\n"
     "  proxy-status                      connected proxies and their ACK/NACK state\n"
+    "  token create SERVICE [--namespace NS] [--ttl SECONDS] [--uses N]\n"
+    "                                    a join token for SERVICE's identity (secret shown once)\n"
+    "  token list | token revoke ID\n"
+    "  cert list [--identity SPIFFE-ID] | cert revoke SERIAL\n"
     "  revision                          the store's current revision\n"
     "\n"
     "FILE is YAML or JSON; '-' reads standard input. Every command takes --help.\n"
@@ -284,6 +290,93 @@ static int put_option(json_t *body, const char *option, const char *value)
     return fail("unknown option %s (see --help)", option);
 }
 
+static void print_tokens(const json_t *body, const char *summary)
+{
+    (void)summary;
+    if (json_object_get(body, "token") != NULL) {
+        printf("token %s for %s (id %s, %lld use(s), expires at %lld ms)\n",
+               json_string_value(json_object_get(body, "token")),
+               json_string_value(json_object_get(body, "identity")),
+               json_string_value(json_object_get(body, "id")),
+               (long long)json_integer_value(json_object_get(body, "uses_allowed")),
+               (long long)json_integer_value(json_object_get(body, "expires_at_ms")));
+        printf("the secret is shown only now; the control plane keeps its hash\n");
+        return;
+    }
+    static const char *const columns[] = {"ID", "IDENTITY", "USES", "USES_ALLOWED",
+                                          "EXPIRES_AT_MS"};
+    print_table(body, "tokens", columns, 5);
+}
+
+static void print_certificates(const json_t *body, const char *summary)
+{
+    (void)summary;
+    static const char *const columns[] = {"SERIAL", "IDENTITY", "NOT_AFTER_MS", "REVOKED"};
+    print_table(body, "certificates", columns, 4);
+}
+
+static int command_token(api_client *client, const settings *config, int argc, char **argv)
+{
+    char path[600], summary[300];
+    if (argc >= 2 && strcmp(argv[0], "create") == 0) {
+        json_t *body = json_pack("{s:s}", "service", argv[1]);
+        for (int i = 2; i < argc; i++) {
+            if (i + 1 >= argc) {
+                json_decref(body);
+                return fail("%s needs a value", argv[i]);
+            }
+            const char *value = argv[++i];
+            char *end = NULL;
+            long long number = strtoll(value, &end, 10);
+            if (strcmp(argv[i - 1], "--namespace") == 0)
+                json_object_set_new(body, "namespace", json_string(value));
+            else if (strcmp(argv[i - 1], "--ttl") == 0 && *end == '\0')
+                json_object_set_new(body, "ttl_s", json_integer(number));
+            else if (strcmp(argv[i - 1], "--uses") == 0 && *end == '\0')
+                json_object_set_new(body, "uses", json_integer(number));
+            else {
+                json_decref(body);
+                return fail("bad option %s (see --help)", argv[i - 1]);
+            }
+        }
+        int status = run(client, config, "POST", "/v1/tokens", body, print_tokens, NULL);
+        json_decref(body);
+        return status;
+    }
+    if (argc == 1 && strcmp(argv[0], "list") == 0)
+        return run(client, config, "GET", "/v1/tokens", NULL, print_tokens, NULL);
+    if (argc == 2 && strcmp(argv[0], "revoke") == 0) {
+        snprintf(path, sizeof(path), "/v1/tokens/%s", argv[1]);
+        snprintf(summary, sizeof(summary), "token/%s revoked", argv[1]);
+        return run(client, config, "DELETE", path, NULL, print_summary, summary);
+    }
+    return fail("%s", "usage: atriumctl token create SERVICE [--namespace NS] [--ttl SECONDS] "
+                      "[--uses N] | token list | token revoke ID");
+}
+
+static int command_cert(api_client *client, const settings *config, int argc, char **argv)
+{
+    char path[600], summary[300];
+    if (argc >= 1 && strcmp(argv[0], "list") == 0) {
+        if (argc == 3 && strcmp(argv[1], "--identity") == 0) {
+            char *escaped = curl_escape(argv[2], 0);
+            snprintf(path, sizeof(path), "/v1/certs?identity=%s", escaped ? escaped : "");
+            curl_free(escaped);
+        } else if (argc == 1) {
+            snprintf(path, sizeof(path), "/v1/certs");
+        } else {
+            return fail("%s", "usage: atriumctl cert list [--identity SPIFFE-ID]");
+        }
+        return run(client, config, "GET", path, NULL, print_certificates, NULL);
+    }
+    if (argc == 2 && strcmp(argv[0], "revoke") == 0) {
+        snprintf(path, sizeof(path), "/v1/certs/%s/revoke", argv[1]);
+        snprintf(summary, sizeof(summary), "cert/%s revoked", argv[1]);
+        return run(client, config, "POST", path, NULL, print_summary, summary);
+    }
+    return fail("%s", "usage: atriumctl cert list [--identity SPIFFE-ID] | cert revoke SERIAL");
+}
+
 static bool wants_help(int argc, char **argv)
 {
     for (int i = 0; i < argc; i++) {
@@ -467,6 +560,10 @@ int main(int argc, char **argv)
         else
             status = 0;
         json_decref(mesh);
+    } else if (strcmp(command, "token") == 0) {
+        status = command_token(client, &config, rest, args);
+    } else if (strcmp(command, "cert") == 0) {
+        status = command_cert(client, &config, rest, args);
     } else if (strcmp(command, "proxy-status") == 0 && rest == 0) {
         status = run(client, &config, "GET", "/v1/proxies", NULL, print_proxy_status, NULL);
     } else if (strcmp(command, "revision") == 0 && rest == 0) {

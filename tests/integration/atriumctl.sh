@@ -88,6 +88,16 @@ check "apply of an invalid file: server's message, exit 1" bash -c "out=\$(ctl a
 printf 'services: [\n' >"$work/broken.yaml"
 check "apply of malformed YAML names line and column" bash -c "ctl apply -f $work/broken.yaml 2>&1 | grep -q 'line 2, column'"
 
+# join tokens and certificates
+check "token create shows the secret once, for the service's identity" bash -c "ctl token create productpage --uses 2 | \
+  grep -Eq '^token [0-9a-f]{64} for spiffe://atrium.local/ns/default/sa/productpage'"
+check "token list shows it without the secret" bash -c "out=\$(ctl token list); grep -q 'sa/productpage' <<<\"\$out\" && \
+  ! grep -Eq '[0-9a-f]{64}' <<<\"\$out\""
+check "token revoke" bash -c "id=\$(ctl -o json token list | sed -n 's/.*\"id\": \"\\([0-9a-f]*\\)\".*/\\1/p' | head -1); \
+  ctl token revoke \$id | grep -q revoked && ! ctl token revoke \$id 2>/dev/null"
+check "cert list (empty) and revoking an unknown serial fails" bash -c "ctl cert list | grep -q '^SERIAL' && \
+  ! ctl cert revoke 00ff 2>/dev/null"
+
 # credentials and address
 check "ATRIUM_ADDR and ATRIUM_TOKEN" bash -c "ATRIUM_ADDR=127.0.0.1:$port ATRIUM_TOKEN=\$(cat $work/data/admin.token) \
   $atriumctl --data-dir /nonexistent get services | grep -q productpage"
