@@ -70,9 +70,9 @@ const char *ca_trust_domain(const ca *authority);
  * *chain_pem (leaf PEM then issuer PEM) is a new string the caller frees;
  * record gets serial (lower-case hex), identity and validity, and the caller
  * releases it with model_certificate_clear. */
-int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identity,
-                uint32_t ttl_s, int64_t now_ms, char **chain_pem, model_certificate *record,
-                char *error, size_t error_size);
+int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identity, uint32_t ttl_s,
+                int64_t now_ms, char **chain_pem, model_certificate *record, char *error,
+                size_t error_size);
 
 /* Issues a certificate for atriumd's own TLS port: a P-256 key generated here,
  * URI SAN identity (a SPIFFE ID of this trust domain) and, when ip_address is
@@ -86,8 +86,12 @@ int ca_issue_server_certificate(ca *authority, const char *identity, const char 
  * signature is not verified here). *identity is a new string the caller frees. */
 int ca_csr_identity(const char *csr_pem, char **identity, char *error, size_t error_size);
 /* The single URI SAN of the first certificate in cert_pem; caller frees *identity. */
-int ca_certificate_identity(const char *cert_pem, char **identity, char *error,
-                            size_t error_size);
+int ca_certificate_identity(const char *cert_pem, char **identity, char *error, size_t error_size);
+
+/* The serial of the first certificate in cert_pem as lower-case hex, in the
+ * form of model_certificate.serial (at least 32 digits, zero-padded), for
+ * looking it up in the store. *serial is a new string the caller frees. */
+int ca_certificate_serial(const char *cert_pem, char **serial, char *error, size_t error_size);
 
 /* Verifies a presented chain (leaf first, then optional intermediates) at
  * now_ms against the trust bundle at now_ms (the CA's own current and

@@ -97,7 +97,8 @@ int spiffe_parse(const char *id, spiffe_id *out, char *error, size_t error_size)
     const char *domain = id + scheme_length;
     const char *slash = strchr(domain, '/');
     if (slash == NULL) {
-        set_error(error, error_size, "SPIFFE ID has no path (expected /ns/<namespace>/sa/<service>)");
+        set_error(error, error_size,
+                  "SPIFFE ID has no path (expected /ns/<namespace>/sa/<service>)");
         return -1;
     }
     /* Split a copy of the rest: "<domain>/ns/<ns>/sa/<svc>". */
@@ -124,8 +125,9 @@ int spiffe_parse(const char *id, spiffe_id *out, char *error, size_t error_size)
     }
     int result = -1;
     if (count != 5 || strcmp(parts[1], "ns") != 0 || strcmp(parts[3], "sa") != 0) {
-        set_error(error, error_size,
-                  "SPIFFE ID must have the form spiffe://<trust-domain>/ns/<namespace>/sa/<service>");
+        set_error(
+            error, error_size,
+            "SPIFFE ID must have the form spiffe://<trust-domain>/ns/<namespace>/sa/<service>");
     } else if (!spiffe_trust_domain_is_valid(parts[0])) {
         set_error(error, error_size,
                   "invalid trust domain in SPIFFE ID: expected 1..255 characters of [a-z0-9.-]");

@@ -52,7 +52,9 @@ static char *bio_to_string(BIO *bio)
     if (copy == NULL) {
         return NULL;
     }
-    memcpy(copy, data, (size_t)length);
+    if (length > 0) {
+        memcpy(copy, data, (size_t)length);
+    }
     copy[length] = '\0';
     return copy;
 }
@@ -187,8 +189,8 @@ static bool asn1_time_ms(const ASN1_TIME *time, int64_t *out)
     return true;
 }
 
-int workload_certificate_times(const char *cert_pem, int64_t *not_before_ms,
-                               int64_t *not_after_ms, char *error, size_t error_size)
+int workload_certificate_times(const char *cert_pem, int64_t *not_before_ms, int64_t *not_after_ms,
+                               char *error, size_t error_size)
 {
     ERR_clear_error();
     BIO *bio = BIO_new_mem_buf(cert_pem, -1);

@@ -25,7 +25,7 @@ int workload_build_csr(const char *key_pem, const char *identity, char **csr_pem
 int64_t workload_renew_at_ms(int64_t not_before_ms, int64_t not_after_ms);
 
 /* The validity of the first certificate in cert_pem, in ms since the epoch. */
-int workload_certificate_times(const char *cert_pem, int64_t *not_before_ms,
-                               int64_t *not_after_ms, char *error, size_t error_size);
+int workload_certificate_times(const char *cert_pem, int64_t *not_before_ms, int64_t *not_after_ms,
+                               char *error, size_t error_size);
 
 #endif

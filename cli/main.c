@@ -48,6 +48,9 @@ static const char usage[] =
     "                                    a join token for SERVICE's identity (secret shown once)\n"
     "  token list | token revoke ID\n"
     "  cert list [--identity SPIFFE-ID] | cert revoke SERIAL\n"
+    "  ca bundle                         the trust bundle (roots and CRL), PEM\n"
+    "  ca rotate [--root]                replace the issuing certificate (or start a root "
+    "rotation)\n"
     "  revision                          the store's current revision\n"
     "\n"
     "FILE is YAML or JSON; '-' reads standard input. Every command takes --help.\n"
@@ -564,6 +567,24 @@ int main(int argc, char **argv)
         status = command_token(client, &config, rest, args);
     } else if (strcmp(command, "cert") == 0) {
         status = command_cert(client, &config, rest, args);
+    } else if (strcmp(command, "ca") == 0 && rest == 1 && strcmp(args[0], "bundle") == 0) {
+        api_response response;
+        if (api_client_call(client, "GET", "/v1/ca/bundle", NULL, &response) != 0) {
+            status = fail("%s", response.error);
+        } else {
+            char message[700];
+            if (response.status == 200)
+                fputs(response.text, stdout);
+            status = response.status == 200
+                         ? 0
+                         : fail("%s", api_response_error(&response, message, sizeof(message)));
+            api_response_clear(&response);
+        }
+    } else if (strcmp(command, "ca") == 0 && rest >= 1 && strcmp(args[0], "rotate") == 0 &&
+               (rest == 1 || (rest == 2 && strcmp(args[1], "--root") == 0))) {
+        json_t *body = json_pack("{s:b}", "root", rest == 2);
+        status = run(client, &config, "POST", "/v1/ca/rotate", body, print_document, NULL);
+        json_decref(body);
     } else if (strcmp(command, "proxy-status") == 0 && rest == 0) {
         status = run(client, &config, "GET", "/v1/proxies", NULL, print_proxy_status, NULL);
     } else if (strcmp(command, "revision") == 0 && rest == 0) {

@@ -28,6 +28,7 @@ packages=(
   python3-grpcio
   python3-protobuf
   libxxhash-dev
+  openssl
 )
 # Node.js and npm run the interop tests' real xDS clients and bring the upstream
 # .proto files for the golden tests. A machine that already has npm (for

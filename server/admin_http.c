@@ -38,6 +38,7 @@ struct admin_http {
     admin_http_metrics_source metrics_source;
     void *metrics_context;
     char trust_domain[256];
+    ca_service *authority;
     struct event_base *base;
     struct evhttp *http;
     struct event *stop_event; /* activated from another thread to end the loop */
@@ -112,6 +113,11 @@ static void send_reply(struct evhttp_request *request, const rest_reply *reply)
             free(text);
         }
         evhttp_add_header(headers, "Content-Type", "application/json");
+    }
+    if (reply->text != NULL) {
+        evbuffer_add(buffer, reply->text, strlen(reply->text));
+        evhttp_add_header(headers, "Content-Type",
+                          reply->content_type ? reply->content_type : "text/plain");
     }
     if (reply->etag > 0) {
         char etag[32];
@@ -266,6 +272,7 @@ static const char *serve_api(admin_http *server, struct evhttp_request *request,
     const char *pattern = rest_route_pattern(route);
     json_t *body = NULL;
     call.trust_domain = server->trust_domain;
+    call.authority = server->authority;
     if (!read_query(evhttp_request_get_evhttp_uri(request), &call, reply) ||
         !read_body(request, &body, reply))
         return pattern;
@@ -372,6 +379,7 @@ int admin_http_start(const admin_http_options *options, store *db, admin_http **
     server->db = db;
     server->metrics_source = options->metrics_source;
     server->metrics_context = options->metrics_context;
+    server->authority = options->authority;
     snprintf(server->trust_domain, sizeof(server->trust_domain), "%s",
              options->trust_domain ? options->trust_domain : "atrium.local");
     memcpy(server->token, token, ADMIN_TOKEN_LENGTH + 1);

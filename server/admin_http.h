@@ -6,6 +6,7 @@
 #ifndef ATRIUM_SERVER_ADMIN_HTTP_H
 #define ATRIUM_SERVER_ADMIN_HTTP_H
 
+#include "ca_service.h"
 #include "store.h"
 
 #include <stddef.h>
@@ -31,6 +32,7 @@ typedef struct admin_http_options {
     const char *trust_domain;                 /* of SPIFFE IDs shown by the API (copied) */
     admin_http_metrics_source metrics_source; /* may be NULL: adds text to /metrics */
     void *metrics_context;
+    ca_service *authority; /* the CA, for /v1/ca/...; may be NULL */
 } admin_http_options;
 
 int admin_http_start(const admin_http_options *options, store *db, admin_http **out,

@@ -5,6 +5,7 @@
  */
 #include "admin_http.h"
 #include "admin_token.h"
+#include "ca_service.h"
 #include "clock.h"
 #include "log.h"
 #include "options.h"
@@ -80,15 +81,36 @@ static int lock_data_dir(const char *data_dir, char *error, size_t error_size)
  * whose TTL passed without a heartbeat become unhealthy). */
 #define MAINTENANCE_INTERVAL_MS 1000
 
+/* What the main thread's callbacks work with. */
+typedef struct daemon_parts {
+    store *db;
+    xds_server *xds;
+    ca_service *authority;
+    int64_t warned_at_ms; /* of the last issuer-expiry warning */
+} daemon_parts;
+
+#define ISSUER_WARNING_MS (30LL * 24 * 3600 * 1000)
+#define DAY_MS            (24LL * 3600 * 1000)
+
 static void run_maintenance(evutil_socket_t fd, short events, void *context)
 {
     (void)fd;
     (void)events;
+    daemon_parts *parts = context;
+    int64_t now = clock_wall_ms();
+    if (parts->authority != NULL && now - parts->warned_at_ms > DAY_MS) {
+        int64_t remaining = ca_service_issuer_not_after_ms(parts->authority) - now;
+        if (remaining < ISSUER_WARNING_MS) {
+            log_warn("the CA's issuing certificate expires in %lld days: rotate it "
+                     "(atriumctl ca rotate)",
+                     (long long)(remaining / DAY_MS));
+            parts->warned_at_ms = now;
+        }
+    }
     size_t reaped = 0;
     int64_t revision = 0;
     store_error error;
-    if (store_reap_expired_endpoints(context, clock_wall_ms(), &reaped, &revision, &error) !=
-        STORE_OK)
+    if (store_reap_expired_endpoints(parts->db, now, &reaped, &revision, &error) != STORE_OK)
         log_warn("TTL reaper: %s", error.message);
     else if (reaped > 0)
         log_info("TTL reaper: %zu endpoint%s missed heartbeats, now unhealthy (revision %lld)",
@@ -100,9 +122,18 @@ static void notify_xds(void *context)
     xds_server_notify(context);
 }
 
-static char *xds_metrics(void *context)
+/* The xDS server's and the CA's metrics, for /metrics. */
+static char *daemon_metrics(void *context)
 {
-    return xds_server_metrics(context);
+    daemon_parts *parts = context;
+    char *xds = parts->xds ? xds_server_metrics(parts->xds) : NULL;
+    char *authority = parts->authority ? ca_service_metrics(parts->authority) : NULL;
+    char *both = NULL;
+    if (asprintf(&both, "%s%s", xds ? xds : "", authority ? authority : "") < 0)
+        both = NULL;
+    free(xds);
+    free(authority);
+    return both;
 }
 
 static void on_signal(evutil_socket_t signal_number, short events, void *context)
@@ -172,13 +203,16 @@ int main(int argc, char **argv)
     struct event_base *base = event_base_new();
     struct event *sigint = base ? evsignal_new(base, SIGINT, on_signal, base) : NULL;
     struct event *sigterm = base ? evsignal_new(base, SIGTERM, on_signal, base) : NULL;
-    struct event *maintenance = base ? event_new(base, -1, EV_PERSIST, run_maintenance, db) : NULL;
+    daemon_parts parts = {db, NULL, NULL, 0};
+    struct event *maintenance =
+        base ? event_new(base, -1, EV_PERSIST, run_maintenance, &parts) : NULL;
     struct timeval maintenance_interval = {MAINTENANCE_INTERVAL_MS / 1000,
                                            (MAINTENANCE_INTERVAL_MS % 1000) * 1000};
     admin_http *admin = NULL;
     uint16_t admin_port = 0;
     xds_server *xds = NULL;
-    int xds_port = 0;
+    ca_service *authority = NULL;
+    int xds_port = 0, tls_port = 0;
     xds_server_options xds_settings = {options.xds_addr, options.xds_debounce_ms,
                                        options.xds_push_interval_ms};
     /* Streams do not survive a restart: whatever the table says, nobody is connected. */
@@ -188,12 +222,19 @@ int main(int argc, char **argv)
         event_add(sigterm, NULL) != 0 || event_add(maintenance, &maintenance_interval) != 0) {
         log_error("cannot set up signal handling and timers");
         exit_code = 1;
+    } else if (ca_service_start(
+                   &(ca_service_options){options.tls_addr, options.data_dir, options.trust_domain},
+                   db, &authority, &tls_port, error, sizeof(error)) != 0) {
+        log_error("certificate authority: %s", error);
+        exit_code = 1;
     } else if (xds_server_start(&xds_settings, db, &xds, &xds_port, error, sizeof(error)) != 0) {
         log_error("xDS server: %s", error);
         exit_code = 1;
-    } else if (admin_http_start(&(admin_http_options){options.rest_addr, token,
-                                                      options.trust_domain, xds_metrics, xds},
-                                db, &admin, &admin_port, error, sizeof(error)) != 0) {
+    } else if ((parts.xds = xds, parts.authority = authority,
+                admin_http_start(&(admin_http_options){options.rest_addr, token,
+                                                       options.trust_domain, daemon_metrics, &parts,
+                                                       authority},
+                                 db, &admin, &admin_port, error, sizeof(error))) != 0) {
         log_error("admin REST API: %s", error);
         exit_code = 1;
     } else {
@@ -201,6 +242,9 @@ int main(int argc, char **argv)
         log_info("xDS (ADS, state of the world and delta, plaintext) listening on %.*s:%d",
                  (int)(strrchr(options.xds_addr, ':') - options.xds_addr), options.xds_addr,
                  xds_port);
+        log_info("CA (CreateCertificate, TLS, trust domain %s) listening on %.*s:%d",
+                 options.trust_domain, (int)(strrchr(options.tls_addr, ':') - options.tls_addr),
+                 options.tls_addr, tls_port);
         log_info("admin REST API listening on %.*s:%u",
                  (int)(strrchr(options.rest_addr, ':') - options.rest_addr), options.rest_addr,
                  admin_port);
@@ -211,6 +255,7 @@ int main(int argc, char **argv)
     admin_http_stop(admin);
     store_set_commit_listener(db, NULL, NULL);
     xds_server_stop(xds);
+    ca_service_stop(authority);
     store_mark_all_proxies_disconnected(db, clock_wall_ms(), &mark_error);
     if (sigint)
         event_free(sigint);

@@ -52,6 +52,8 @@ void rest_reply_clear(rest_reply *reply)
 {
     json_decref(reply->body);
     reply->body = NULL;
+    free(reply->text);
+    reply->text = NULL;
     reply->etag = 0;
 }
 
@@ -709,6 +711,58 @@ static void revoke_certificate(store *db, const rest_call *call, rest_reply *rep
                    0);
 }
 
+/* ---- the certificate authority ---- */
+
+static bool require_authority(const rest_call *call, rest_reply *reply)
+{
+    if (call->authority != NULL)
+        return true;
+    rest_reply_error(reply, 503, "unavailable", NULL, "the certificate authority is not running");
+    return false;
+}
+
+static void get_bundle(store *db, const rest_call *call, rest_reply *reply)
+{
+    (void)db;
+    if (!require_authority(call, reply))
+        return;
+    char error[512];
+    char *bundle = ca_service_bundle_pem(call->authority, error, sizeof(error));
+    if (bundle == NULL) {
+        rest_reply_error(reply, 500, "internal", NULL, "trust bundle: %s", error);
+        return;
+    }
+    rest_reply_clear(reply);
+    reply->status = 200;
+    reply->text = bundle;
+    reply->content_type = "application/x-pem-file";
+}
+
+static void rotate_authority(store *db, const rest_call *call, rest_reply *reply)
+{
+    (void)db;
+    if (!require_authority(call, reply))
+        return;
+    const json_t *body = call->body;
+    json_t *root = json_object_get(body, "root");
+    if (body != NULL && (!json_is_object(body) || json_object_size(body) > (root ? 1u : 0u) ||
+                         (root != NULL && !json_is_boolean(root)))) {
+        rest_reply_error(reply, 400, "invalid", root ? "root" : NULL,
+                         "body must be empty or {\"root\": true|false}");
+        return;
+    }
+    char error[512];
+    if (ca_service_rotate(call->authority, json_is_true(root), error, sizeof(error)) != 0) {
+        rest_reply_error(reply, 500, "internal", NULL, "rotation failed: %s", error);
+        return;
+    }
+    reply_json(reply, 200,
+               json_pack("{s:s,s:I}", "rotated", json_is_true(root) ? "root" : "issuer",
+                         "issuer_not_after_ms",
+                         (json_int_t)ca_service_issuer_not_after_ms(call->authority)),
+               0);
+}
+
 /* ---- routing ---- */
 
 static const rest_route routes[] = {
@@ -736,6 +790,8 @@ static const rest_route routes[] = {
     {"DELETE", "/v1/tokens/{id}", delete_token, 0},
     {"GET", "/v1/certs", list_certificates, IDENTITY},
     {"POST", "/v1/certs/{serial}/revoke", revoke_certificate, 0},
+    {"GET", "/v1/ca/bundle", get_bundle, 0},
+    {"POST", "/v1/ca/rotate", rotate_authority, 0},
     {"GET", "/v1/revision", get_revision, 0},
 };
 #define ROUTE_COUNT (sizeof(routes) / sizeof(routes[0]))

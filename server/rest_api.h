@@ -7,6 +7,7 @@
 #ifndef ATRIUM_SERVER_REST_API_H
 #define ATRIUM_SERVER_REST_API_H
 
+#include "ca_service.h"
 #include "store.h"
 
 #include <jansson.h>
@@ -28,12 +29,15 @@ typedef struct rest_call {
     int64_t now_ms;                 /* wall clock of the request */
     char identity[REST_PARAM_SIZE]; /* ?identity=... (GET /v1/certs); "" when absent */
     const char *trust_domain;       /* of the mesh's SPIFFE IDs */
+    ca_service *authority;          /* the CA (bundle, rotation); may be NULL */
 } rest_call;
 
 /* What to answer. */
 typedef struct rest_reply {
     int status;
     json_t *body; /* owned by the reply (json_decref); NULL: no body */
+    char *text;   /* a non-JSON body (free()), sent with content_type; NULL: none */
+    const char *content_type;
     int64_t etag; /* > 0: send ETag: "<etag>" (the resource's revision) */
 } rest_reply;
 

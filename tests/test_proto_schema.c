@@ -190,6 +190,8 @@ static void test_every_declaration_matches_upstream(void **state)
     size_t messages = 0, fields = 0;
     for (size_t i = 0; i < ours.count; i++) {
         const named_type *item = &ours.items[i];
+        if (strncmp(item->full_name, "atrium.", 7) == 0)
+            continue; /* Atrium's own API (the CA service) has no upstream */
         const named_type *match = find(&theirs, item->full_name);
         if (match == NULL || (item->message != NULL) != (match->message != NULL)) {
             print_error("%s: no such %s upstream\n", item->full_name,

@@ -23,7 +23,7 @@ check() { # check NAME COMMAND...
   if "$@"; then echo "ok   $name"; passes=$((passes + 1)); else echo "FAIL $name"; failures=$((failures + 1)); fi
 }
 
-"$atriumd" --data-dir "$work/data" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 2>"$work/atriumd.log" &
+"$atriumd" --data-dir "$work/data" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 --tls-addr 127.0.0.1:0 2>"$work/atriumd.log" &
 pid=$!
 for _ in $(seq 1 100); do grep -q ' ready ' "$work/atriumd.log" && break; sleep 0.05; done
 port=$(sed -n 's/.*admin REST API listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/atriumd.log")

@@ -45,7 +45,7 @@ stop_atriumd() {
 }
 
 # 1. First start on a fresh directory, /healthz, one line per listener.
-start_atriumd "$work/first.log" --data-dir "$work/data" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0
+start_atriumd "$work/first.log" --data-dir "$work/data" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 --tls-addr 127.0.0.1:0
 check "data directory created with mode 0700" \
   test "$(stat -c %a "$work/data")" = 700
 check "database created" test -f "$work/data/atrium.db"
@@ -67,7 +67,7 @@ check "with the token, an unknown path is a JSON 404" \
 
 # 2. A second atriumd on the same data directory refuses to start.
 set +e
-"$atriumd" --data-dir "$work/data" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 2>"$work/second.log"
+"$atriumd" --data-dir "$work/data" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 --tls-addr 127.0.0.1:0 2>"$work/second.log"
 second_status=$?
 set -e
 check "second instance exits non-zero" test "$second_status" -ne 0
@@ -84,13 +84,13 @@ check "database intact after stop" \
 
 # 4. Config file; restart on the same directory (the lock was released); SIGINT.
 cat >"$work/atriumd.json" <<JSON
-{"data_dir": "$work/data", "rest_addr": "127.0.0.1:0", "xds_addr": "127.0.0.1:0", "synchronous": "full"}
+{"data_dir": "$work/data", "rest_addr": "127.0.0.1:0", "xds_addr": "127.0.0.1:0", "tls_addr": "127.0.0.1:0", "synchronous": "full"}
 JSON
 start_atriumd "$work/config.log" --config "$work/atriumd.json"
 check "restart reads the same admin token" \
   grep -q "admin token read from $work/data/admin.token" "$work/config.log"
 check "config file: data dir reused, synchronous=full" \
-  grep -q "store $work/data/atrium.db open (schema [0-9]*, revision 0, synchronous=full)" \
+  grep -q "store $work/data/atrium.db open (schema [0-9]*, revision [0-9]*, synchronous=full)" \
   "$work/config.log"
 stop_atriumd INT
 check "SIGINT: exit status 0" test "$status" -eq 0
@@ -106,7 +106,7 @@ check "--help: exit 0 and lists the options" \
   bash -c "test $help_status -eq 0 && grep -q -- --data-dir '$work/help.txt'"
 
 # 6. A port already taken: a clear error, exit non-zero, lock released.
-start_atriumd "$work/holder.log" --data-dir "$work/holder" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0
+start_atriumd "$work/holder.log" --data-dir "$work/holder" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 --tls-addr 127.0.0.1:0
 set +e
 "$atriumd" --data-dir "$work/other" --rest-addr "127.0.0.1:$port" 2>"$work/taken.log"
 taken_status=$?

@@ -82,7 +82,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- atriumd ----
-"$atriumd" --data-dir "$work/data" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 2>"$work/atriumd.log" &
+"$atriumd" --data-dir "$work/data" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 --tls-addr 127.0.0.1:0 2>"$work/atriumd.log" &
 atriumd_pid=$!
 pids+=("$atriumd_pid")
 deadline=$((SECONDS + STARTUP_TIMEOUT_S))

@@ -27,6 +27,7 @@
 #define MAX_RUNNING      8 /* atriumd processes started and not yet reaped */
 
 static const char REST_LISTENING[] = "admin REST API listening on 127.0.0.1:";
+static const char CA_LISTENING[] = "CA (CreateCertificate";
 static const char XDS_LISTENING[] =
     "xDS (ADS, state of the world and delta, plaintext) listening on 127.0.0.1:";
 static const char READY[] = "atriumd: ready";
@@ -178,7 +179,8 @@ static int spawn(atriumd_fixture *fixture, const char *atriumd_path, int log_fd,
             dup2(log_fd, STDERR_FILENO) < 0)
             _exit(127);
         execl(atriumd_path, "atriumd", "--data-dir", fixture->data_dir, "--rest-addr",
-              "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", (char *)NULL);
+              "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--tls-addr", "127.0.0.1:0",
+              (char *)NULL);
         _exit(127);
     }
     fixture->pid = pid;
@@ -199,6 +201,8 @@ static int wait_until_ready(atriumd_fixture *fixture, char *error, size_t error_
         if (ready) {
             fixture->rest_port = port_after(text, REST_LISTENING);
             fixture->xds_port = port_after(text, XDS_LISTENING);
+            const char *authority = text ? strstr(text, CA_LISTENING) : NULL;
+            fixture->tls_port = port_after(authority, " listening on 127.0.0.1:");
         }
         free(text);
         if (ready)

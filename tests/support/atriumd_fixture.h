@@ -29,6 +29,7 @@ typedef struct atriumd_fixture {
     char log_path[128]; /* its stderr, inside data_dir; "" when there is none */
     int rest_port;      /* the admin REST API on 127.0.0.1 */
     int xds_port;       /* xDS (ADS) on 127.0.0.1 */
+    int tls_port;       /* the CA (CreateCertificate over TLS) on 127.0.0.1 */
     char token[ATRIUMD_FIXTURE_TOKEN_LENGTH + 1]; /* the admin token */
 } atriumd_fixture;
 

@@ -1,0 +1,2063 @@
+/*
+ * ca.c — Atrium's certificate authority (see ca.h): root and issuer kept in a
+ * directory, CSR checks and signing, trust bundle, CRLs, rotation.
+ * OpenSSL 3 EVP/X509 APIs only.
+ */
+#include "ca.h"
+
+#include "spiffe.h"
+
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+/* File names inside the CA directory. */
+#define FILE_ROOT_CERT       "root.pem"
+#define FILE_ROOT_KEY        "root.key"
+#define FILE_ISSUER_CERT     "issuer.pem"
+#define FILE_ISSUER_KEY      "issuer.key"
+#define FILE_TRUST_DOMAIN    "trust_domain"
+#define FILE_OLD_ISSUER_CERT "previous_issuers.pem"
+#define FILE_OLD_ISSUER_KEY  "previous_issuers.key"
+#define FILE_OLD_ROOT_CERT   "previous_roots.pem"
+#define FILE_OLD_ROOT_RETIRE "previous_roots.retire"
+#define FILE_JOURNAL         "rotation.commit"
+#define STAGED_SUFFIX        ".new"
+#define CN_MAX               64 /* ub-common-name */
+#define SERIAL_BYTES         16
+
+static const char *const known_files[] = {
+    FILE_ROOT_CERT,      FILE_ROOT_KEY,      FILE_ISSUER_CERT,
+    FILE_ISSUER_KEY,     FILE_TRUST_DOMAIN,  FILE_OLD_ISSUER_CERT,
+    FILE_OLD_ISSUER_KEY, FILE_OLD_ROOT_CERT, FILE_OLD_ROOT_RETIRE,
+};
+#define KNOWN_FILE_COUNT (sizeof known_files / sizeof known_files[0])
+
+struct ca {
+    pthread_mutex_t lock;
+    char *directory;
+    char *trust_domain;
+    X509 *root;
+    EVP_PKEY *root_key;
+    X509 *issuer;
+    EVP_PKEY *issuer_key;
+    /* Issuers replaced by a rotation, with their keys, until they expire. */
+    X509 **old_issuers;
+    EVP_PKEY **old_issuer_keys;
+    size_t old_issuer_count;
+    /* Roots replaced by ca_rotate_root and when they leave the bundle. */
+    X509 **old_roots;
+    int64_t *old_root_retire_ms;
+    size_t old_root_count;
+};
+
+/* ---- errors, strings, time ------------------------------------------------ */
+
+/* Writes the message, followed by OpenSSL's first queued reason if any. */
+static void set_error(char *error, size_t error_size, const char *format, ...)
+{
+    if (error == NULL || error_size == 0) {
+        ERR_clear_error();
+        return;
+    }
+    va_list args;
+    va_start(args, format);
+    vsnprintf(error, error_size, format, args);
+    va_end(args);
+    unsigned long code = ERR_get_error();
+    if (code != 0) {
+        size_t used = strlen(error);
+        if (used + 3 < error_size) {
+            char reason[256];
+            ERR_error_string_n(code, reason, sizeof reason);
+            snprintf(error + used, error_size - used, " (%s)", reason);
+        }
+    }
+    ERR_clear_error();
+}
+
+static char *path_join(const char *directory, const char *name, const char *suffix)
+{
+    size_t size = strlen(directory) + 1 + strlen(name) + strlen(suffix) + 1;
+    char *path = malloc(size);
+    if (path != NULL) {
+        snprintf(path, size, "%s/%s%s", directory, name, suffix);
+    }
+    return path;
+}
+
+static bool asn1_time_ms(const ASN1_TIME *time, int64_t *out)
+{
+    struct tm tm;
+    if (time == NULL || ASN1_TIME_to_tm(time, &tm) != 1) {
+        return false;
+    }
+    *out = (int64_t)timegm(&tm) * 1000;
+    return true;
+}
+
+static int64_t not_after_ms(const X509 *cert)
+{
+    int64_t ms = 0;
+    if (!asn1_time_ms(X509_get0_notAfter(cert), &ms)) {
+        return 0;
+    }
+    return ms;
+}
+
+static time_t ms_to_s(int64_t ms)
+{
+    return (time_t)(ms / 1000);
+}
+
+/* Copies a memory BIO into a new string. */
+static char *bio_to_string(BIO *bio)
+{
+    char *data = NULL;
+    long length = BIO_get_mem_data(bio, &data);
+    if (length < 0) {
+        return NULL;
+    }
+    char *copy = malloc((size_t)length + 1);
+    if (copy == NULL) {
+        return NULL;
+    }
+    if (length > 0) {
+        memcpy(copy, data, (size_t)length);
+    }
+    copy[length] = '\0';
+    return copy;
+}
+
+static void free_secret(char *secret)
+{
+    if (secret != NULL) {
+        OPENSSL_cleanse(secret, strlen(secret));
+        free(secret);
+    }
+}
+
+static char *certs_to_pem(X509 *const *certs, size_t count)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (PEM_write_bio_X509(bio, certs[i]) != 1) {
+            BIO_free(bio);
+            return NULL;
+        }
+    }
+    char *pem = bio_to_string(bio);
+    BIO_free(bio);
+    return pem;
+}
+
+static char *cert_to_pem(X509 *cert)
+{
+    return certs_to_pem(&cert, 1);
+}
+
+static char *keys_to_pem(EVP_PKEY *const *keys, size_t count)
+{
+    BIO *bio = BIO_new(BIO_s_secmem());
+    if (bio == NULL) {
+        bio = BIO_new(BIO_s_mem());
+    }
+    if (bio == NULL) {
+        return NULL;
+    }
+    char *pem = NULL;
+    size_t i = 0;
+    for (; i < count; i++) {
+        if (PEM_write_bio_PrivateKey(bio, keys[i], NULL, NULL, 0, NULL, NULL) != 1) {
+            break;
+        }
+    }
+    if (i == count) {
+        pem = bio_to_string(bio);
+    }
+    BIO_free(bio); /* a secmem BIO cleanses its buffer */
+    return pem;
+}
+
+/* Calls read_one on each PEM block of text ("-----BEGIN ..." to its END
+ * line) in turn; text outside blocks is ignored. Returns the number of
+ * objects read into *items (a new array), or -1 when a block does not parse. */
+typedef void *(*pem_reader)(BIO *bio);
+
+static void *read_one_cert(BIO *bio)
+{
+    return PEM_read_bio_X509(bio, NULL, NULL, NULL);
+}
+
+static void *read_one_key(BIO *bio)
+{
+    return PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+}
+
+static int parse_pem_blocks(const char *text, size_t length, pem_reader read_one,
+                            void (*free_one)(void *), void ***items, size_t *count)
+{
+    static const char begin[] = "-----BEGIN ";
+    static const char end_marker[] = "-----END ";
+    *items = NULL;
+    *count = 0;
+    const char *cursor = text;
+    const char *limit = text + length;
+    for (;;) {
+        const char *start = memmem(cursor, (size_t)(limit - cursor), begin, sizeof begin - 1);
+        if (start == NULL) {
+            return 0;
+        }
+        const char *end = memmem(start, (size_t)(limit - start), end_marker, sizeof end_marker - 1);
+        const char *line_end = end != NULL ? memchr(end, '\n', (size_t)(limit - end)) : NULL;
+        const char *block_end = line_end != NULL ? line_end + 1 : limit;
+        BIO *bio = end != NULL ? BIO_new_mem_buf(start, (int)(block_end - start)) : NULL;
+        void *item = bio != NULL ? read_one(bio) : NULL;
+        BIO_free(bio);
+        void **grown = item != NULL ? realloc(*items, (*count + 1) * sizeof *grown) : NULL;
+        if (grown == NULL) {
+            if (item != NULL) {
+                free_one(item);
+            }
+            for (size_t i = 0; i < *count; i++) {
+                free_one((*items)[i]);
+            }
+            free(*items);
+            *items = NULL;
+            *count = 0;
+            return -1;
+        }
+        grown[(*count)++] = item;
+        *items = grown;
+        cursor = block_end;
+    }
+}
+
+static void free_cert_item(void *item)
+{
+    X509_free(item);
+}
+
+static void free_key_item(void *item)
+{
+    EVP_PKEY_free(item);
+}
+
+/* Reads every certificate of a PEM text (count may be 0 for an empty text).
+ * *certs is a new array of new certificates. */
+static int parse_certs(const char *pem, size_t length, X509 ***certs, size_t *count)
+{
+    void **items = NULL;
+    int result = parse_pem_blocks(pem, length, read_one_cert, free_cert_item, &items, count);
+    *certs = (X509 **)items;
+    ERR_clear_error();
+    return result;
+}
+
+/* Reads every private key of a PEM text; *keys is a new array of new keys. */
+static int parse_keys(const char *pem, size_t length, EVP_PKEY ***keys, size_t *count)
+{
+    void **items = NULL;
+    int result = parse_pem_blocks(pem, length, read_one_key, free_key_item, &items, count);
+    *keys = (EVP_PKEY **)items;
+    ERR_clear_error();
+    return result;
+}
+
+/* ---- files ------------------------------------------------------------------ */
+
+/* Reads a whole file. secret: refuse unless a regular file with no group or
+ * other permission bits. Returns 0, 1 when the file does not exist (and
+ * missing_ok), -1 on error. *data is NUL-terminated; free (free_secret for keys). */
+static int read_file(const char *path, bool secret, bool missing_ok, char **data, size_t *length,
+                     char *error, size_t error_size)
+{
+    *data = NULL;
+    *length = 0;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT && missing_ok) {
+            return 1;
+        }
+        set_error(error, error_size, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        set_error(error, error_size, "cannot stat %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        set_error(error, error_size, "%s is not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (secret && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+        set_error(error, error_size,
+                  "refusing key file %s with mode %04o: a CA key must not be accessible by group "
+                  "or others (chmod 600 it)",
+                  path, (unsigned)(st.st_mode & 07777));
+        close(fd);
+        return -1;
+    }
+    size_t capacity = (size_t)st.st_size + 1;
+    char *buffer = malloc(capacity);
+    if (buffer == NULL) {
+        set_error(error, error_size, "out of memory reading %s", path);
+        close(fd);
+        return -1;
+    }
+    size_t used = 0;
+    for (;;) {
+        if (used + 1 >= capacity) {
+            char *grown = realloc(buffer, capacity * 2);
+            if (grown == NULL) {
+                secret ? free_secret(buffer) : free(buffer);
+                set_error(error, error_size, "out of memory reading %s", path);
+                close(fd);
+                return -1;
+            }
+            buffer = grown;
+            capacity *= 2;
+        }
+        buffer[used] = '\0';
+        ssize_t n = read(fd, buffer + used, capacity - used - 1);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            set_error(error, error_size, "cannot read %s: %s", path, strerror(errno));
+            secret ? free_secret(buffer) : free(buffer);
+            close(fd);
+            return -1;
+        }
+        if (n == 0) {
+            break;
+        }
+        used += (size_t)n;
+    }
+    buffer[used] = '\0';
+    close(fd);
+    *data = buffer;
+    *length = used;
+    return 0;
+}
+
+static int fsync_directory(const char *directory, char *error, size_t error_size)
+{
+    int fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        set_error(error, error_size, "cannot sync directory %s: %s", directory, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* Creates path exclusively (mode 0600 for secrets, 0644 otherwise), writes
+ * data and fsyncs it. */
+static int write_new_file(const char *path, const char *data, size_t length, bool secret,
+                          char *error, size_t error_size)
+{
+    if (unlink(path) != 0 && errno != ENOENT) {
+        set_error(error, error_size, "cannot remove stale %s: %s", path, strerror(errno));
+        return -1;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, secret ? 0600 : 0644);
+    if (fd < 0) {
+        set_error(error, error_size, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t done = 0;
+    while (done < length) {
+        ssize_t n = write(fd, data + done, length - done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            set_error(error, error_size, "cannot write %s: %s", path, strerror(errno));
+            close(fd);
+            unlink(path);
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    if (fsync(fd) != 0) {
+        set_error(error, error_size, "cannot sync %s: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* A set of files written as <name>.new, then committed together. */
+typedef struct staging {
+    const char *names[KNOWN_FILE_COUNT];
+    size_t count;
+} staging;
+
+static int stage(const char *directory, staging *staged, const char *name, const char *data,
+                 bool secret, char *error, size_t error_size)
+{
+    char *path = path_join(directory, name, STAGED_SUFFIX);
+    if (path == NULL) {
+        set_error(error, error_size, "out of memory");
+        return -1;
+    }
+    int result = write_new_file(path, data, strlen(data), secret, error, error_size);
+    free(path);
+    if (result == 0) {
+        staged->names[staged->count++] = name;
+    }
+    return result;
+}
+
+static bool is_known_file(const char *name)
+{
+    for (size_t i = 0; i < KNOWN_FILE_COUNT; i++) {
+        if (strcmp(known_files[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Removes every staged file (an abandoned change). */
+static void discard_staged(const char *directory)
+{
+    for (size_t i = 0; i < KNOWN_FILE_COUNT; i++) {
+        char *path = path_join(directory, known_files[i], STAGED_SUFFIX);
+        if (path != NULL) {
+            unlink(path);
+            free(path);
+        }
+    }
+}
+
+/* Applies a committed journal: renames each listed <name>.new over <name>
+ * (those already renamed are skipped), then removes the journal. */
+static int apply_journal(const char *directory, char *error, size_t error_size)
+{
+    char *journal_path = path_join(directory, FILE_JOURNAL, "");
+    if (journal_path == NULL) {
+        set_error(error, error_size, "out of memory");
+        return -1;
+    }
+    char *journal = NULL;
+    size_t length = 0;
+    int found = read_file(journal_path, false, true, &journal, &length, error, error_size);
+    if (found != 0) {
+        free(journal_path);
+        return found < 0 ? -1 : 0;
+    }
+    int result = 0;
+    char *save = NULL;
+    for (char *name = strtok_r(journal, "\n", &save); name != NULL && result == 0;
+         name = strtok_r(NULL, "\n", &save)) {
+        if (!is_known_file(name)) {
+            set_error(error, error_size, "%s names an unknown file \"%s\"", journal_path, name);
+            result = -1;
+            break;
+        }
+        char *from = path_join(directory, name, STAGED_SUFFIX);
+        char *to = path_join(directory, name, "");
+        if (from == NULL || to == NULL) {
+            set_error(error, error_size, "out of memory");
+            result = -1;
+        } else if (rename(from, to) != 0 && errno != ENOENT) {
+            set_error(error, error_size, "cannot rename %s to %s: %s", from, to, strerror(errno));
+            result = -1;
+        }
+        free(from);
+        free(to);
+    }
+    free(journal);
+    if (result == 0) {
+        result = fsync_directory(directory, error, error_size);
+    }
+    if (result == 0) {
+        if (unlink(journal_path) != 0) {
+            set_error(error, error_size, "cannot remove %s: %s", journal_path, strerror(errno));
+            result = -1;
+        } else {
+            result = fsync_directory(directory, error, error_size);
+        }
+    }
+    free(journal_path);
+    return result;
+}
+
+/* Makes the staged files current: writes the journal (the commit point), then
+ * applies it. On failure before the commit point the staged files are removed. */
+static int commit_staged(const char *directory, const staging *staged, char *error,
+                         size_t error_size)
+{
+    size_t size = 1;
+    for (size_t i = 0; i < staged->count; i++) {
+        size += strlen(staged->names[i]) + 1;
+    }
+    char *journal = malloc(size);
+    if (journal == NULL) {
+        set_error(error, error_size, "out of memory");
+        discard_staged(directory);
+        return -1;
+    }
+    journal[0] = '\0';
+    for (size_t i = 0; i < staged->count; i++) {
+        strcat(journal, staged->names[i]);
+        strcat(journal, "\n");
+    }
+    char *staged_path = path_join(directory, FILE_JOURNAL, STAGED_SUFFIX);
+    char *journal_path = path_join(directory, FILE_JOURNAL, "");
+    int result = -1;
+    if (staged_path == NULL || journal_path == NULL) {
+        set_error(error, error_size, "out of memory");
+    } else if (fsync_directory(directory, error, error_size) == 0 &&
+               write_new_file(staged_path, journal, strlen(journal), false, error, error_size) ==
+                   0) {
+        if (rename(staged_path, journal_path) != 0) {
+            set_error(error, error_size, "cannot rename %s: %s", staged_path, strerror(errno));
+            unlink(staged_path);
+        } else {
+            result = 0;
+        }
+    }
+    free(journal);
+    free(staged_path);
+    free(journal_path);
+    if (result != 0) {
+        discard_staged(directory);
+        return -1;
+    }
+    return apply_journal(directory, error, error_size);
+}
+
+/* ---- certificate building ---------------------------------------------------- */
+
+static const EVP_MD *digest_for(EVP_PKEY *key)
+{
+    if (EVP_PKEY_is_a(key, "EC") && EVP_PKEY_get_bits(key) >= 384) {
+        return EVP_sha384();
+    }
+    return EVP_sha256();
+}
+
+/* Sets a random, positive 128-bit serial. */
+static bool set_random_serial(X509 *cert)
+{
+    unsigned char bytes[SERIAL_BYTES];
+    do {
+        if (RAND_bytes(bytes, sizeof bytes) != 1) {
+            return false;
+        }
+    } while (bytes[0] == 0 && bytes[1] == 0); /* keep it a full-size number */
+    BIGNUM *bn = BN_bin2bn(bytes, sizeof bytes, NULL);
+    if (bn == NULL) {
+        return false;
+    }
+    ASN1_INTEGER *serial = BN_to_ASN1_INTEGER(bn, NULL);
+    BN_free(bn);
+    if (serial == NULL) {
+        return false;
+    }
+    int ok = X509_set_serialNumber(cert, serial);
+    ASN1_INTEGER_free(serial);
+    return ok == 1;
+}
+
+/* A serial as lower-case hex, zero-padded to 32 digits; new string or NULL. */
+static char *serial_hex(const ASN1_INTEGER *serial)
+{
+    BIGNUM *bn = ASN1_INTEGER_to_BN(serial, NULL);
+    if (bn == NULL) {
+        return NULL;
+    }
+    int bytes = BN_num_bytes(bn);
+    if (bytes < SERIAL_BYTES) {
+        bytes = SERIAL_BYTES;
+    }
+    unsigned char *buffer = malloc((size_t)bytes);
+    char *hex = malloc((size_t)bytes * 2 + 1);
+    if (buffer == NULL || hex == NULL || BN_bn2binpad(bn, buffer, bytes) != bytes) {
+        free(buffer);
+        free(hex);
+        BN_free(bn);
+        return NULL;
+    }
+    for (int i = 0; i < bytes; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", buffer[i]);
+    }
+    free(buffer);
+    BN_free(bn);
+    return hex;
+}
+
+/* Adds an extension from its configuration text (issuer/subject for key ids). */
+static bool add_extension(X509 *cert, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX context;
+    X509V3_set_ctx(&context, issuer, cert, NULL, NULL, 0);
+    X509_EXTENSION *extension = X509V3_EXT_conf_nid(NULL, &context, nid, value);
+    if (extension == NULL) {
+        return false;
+    }
+    int ok = X509_add_ext(cert, extension, -1);
+    X509_EXTENSION_free(extension);
+    return ok == 1;
+}
+
+/* "<prefix> <trust domain><suffix>" when it fits a CN, else "<prefix><suffix>". */
+static void ca_common_name(char *out, size_t size, const char *prefix, const char *trust_domain,
+                           const char *suffix)
+{
+    int n = snprintf(out, size, "%s %s%s", prefix, trust_domain, suffix);
+    if (n < 0 || (size_t)n > CN_MAX || (size_t)n >= size) {
+        snprintf(out, size, "%s%s", prefix, suffix);
+    }
+}
+
+/* Builds a CA certificate for key: self-signed when signer is NULL, else
+ * signed by signer/signer_key. pathlen < 0: no path length constraint. */
+static X509 *make_ca_certificate(const char *common_name, EVP_PKEY *key, X509 *signer,
+                                 EVP_PKEY *signer_key, time_t not_before, time_t not_after,
+                                 int pathlen)
+{
+    X509 *cert = X509_new();
+    if (cert == NULL) {
+        return NULL;
+    }
+    bool ok = X509_set_version(cert, X509_VERSION_3) == 1 && set_random_serial(cert) &&
+              ASN1_TIME_set(X509_getm_notBefore(cert), not_before) != NULL &&
+              ASN1_TIME_set(X509_getm_notAfter(cert), not_after) != NULL &&
+              X509_set_pubkey(cert, key) == 1 &&
+              X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_UTF8,
+                                         (const unsigned char *)common_name, -1, -1, 0) == 1;
+    if (ok) {
+        ok = X509_set_issuer_name(cert, signer != NULL ? X509_get_subject_name(signer)
+                                                       : X509_get_subject_name(cert)) == 1;
+    }
+    X509 *issuer = signer != NULL ? signer : cert;
+    ok = ok &&
+         add_extension(cert, issuer, NID_basic_constraints,
+                       pathlen >= 0 ? "critical,CA:TRUE,pathlen:0" : "critical,CA:TRUE") &&
+         add_extension(cert, issuer, NID_key_usage, "critical,keyCertSign,cRLSign") &&
+         add_extension(cert, issuer, NID_subject_key_identifier, "hash") &&
+         add_extension(cert, issuer, NID_authority_key_identifier, "keyid:always") &&
+         X509_sign(cert, signer_key != NULL ? signer_key : key,
+                   digest_for(signer_key != NULL ? signer_key : key)) > 0;
+    if (!ok) {
+        X509_free(cert);
+        return NULL;
+    }
+    return cert;
+}
+
+static EVP_PKEY *generate_p256(void)
+{
+    return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+}
+
+static X509 *make_root(const char *trust_domain, EVP_PKEY *key, int64_t now_ms)
+{
+    char name[CN_MAX * 2];
+    ca_common_name(name, sizeof name, "Atrium Root CA", trust_domain, "");
+    time_t now = ms_to_s(now_ms);
+    return make_ca_certificate(name, key, NULL, NULL, now, now + (time_t)CA_ROOT_LIFETIME_S, -1);
+}
+
+static X509 *make_issuer(const char *trust_domain, EVP_PKEY *key, X509 *root, EVP_PKEY *root_key,
+                         int64_t now_ms)
+{
+    unsigned char tag[4];
+    if (RAND_bytes(tag, sizeof tag) != 1) {
+        return NULL;
+    }
+    char suffix[16];
+    snprintf(suffix, sizeof suffix, " %02x%02x%02x%02x", tag[0], tag[1], tag[2], tag[3]);
+    char name[CN_MAX * 2];
+    ca_common_name(name, sizeof name, "Atrium Issuing CA", trust_domain, suffix);
+    time_t now = ms_to_s(now_ms);
+    time_t end = now + (time_t)CA_ISSUER_LIFETIME_S;
+    time_t root_end = ms_to_s(not_after_ms(root));
+    if (root_end < end) {
+        end = root_end;
+    }
+    return make_ca_certificate(name, key, root, root_key, now, end, 0);
+}
+
+/* ---- SAN handling ------------------------------------------------------------ */
+
+static const char *general_name_kind(int type)
+{
+    switch (type) {
+    case GEN_DNS:
+        return "a DNS name";
+    case GEN_EMAIL:
+        return "an email address";
+    case GEN_IPADD:
+        return "an IP address";
+    case GEN_DIRNAME:
+        return "a directory name";
+    case GEN_OTHERNAME:
+        return "an otherName";
+    case GEN_RID:
+        return "a registered ID";
+    default:
+        return "an unsupported name";
+    }
+}
+
+/* Copies a URI GENERAL_NAME; NULL (with error) when it holds a NUL byte. */
+static char *copy_uri(const GENERAL_NAME *name, char *error, size_t error_size)
+{
+    const ASN1_IA5STRING *uri = name->d.uniformResourceIdentifier;
+    int length = ASN1_STRING_length(uri);
+    const unsigned char *data = ASN1_STRING_get0_data(uri);
+    if (length <= 0 || memchr(data, '\0', (size_t)length) != NULL) {
+        set_error(error, error_size, "the URI SAN is empty or holds a NUL byte");
+        return NULL;
+    }
+    char *copy = malloc((size_t)length + 1);
+    if (copy == NULL) {
+        set_error(error, error_size, "out of memory");
+        return NULL;
+    }
+    memcpy(copy, data, (size_t)length);
+    copy[length] = '\0';
+    return copy;
+}
+
+/* The SAN of a CSR, which must be exactly one name, a URI. */
+static char *csr_single_uri(X509_REQ *request, char *error, size_t error_size)
+{
+    STACK_OF(X509_EXTENSION) *extensions = X509_REQ_get_extensions(request);
+    X509_EXTENSION *san = NULL;
+    int san_count = 0;
+    for (int i = 0; i < sk_X509_EXTENSION_num(extensions); i++) {
+        X509_EXTENSION *extension = sk_X509_EXTENSION_value(extensions, i);
+        if (OBJ_obj2nid(X509_EXTENSION_get_object(extension)) == NID_subject_alt_name) {
+            san = extension;
+            san_count++;
+        }
+    }
+    char *uri = NULL;
+    if (san_count != 1) {
+        set_error(error, error_size,
+                  san_count == 0 ? "the CSR has no subject alternative name (expected one URI "
+                                   "SAN, the SPIFFE ID)"
+                                 : "the CSR has several subjectAltName extensions");
+    } else {
+        GENERAL_NAMES *names = X509V3_EXT_d2i(san);
+        if (names == NULL) {
+            set_error(error, error_size, "the CSR's subjectAltName extension is malformed");
+        } else if (sk_GENERAL_NAME_num(names) != 1) {
+            set_error(error, error_size,
+                      "the CSR has %d subject alternative names: exactly one (a URI, the SPIFFE "
+                      "ID) is allowed",
+                      sk_GENERAL_NAME_num(names));
+        } else {
+            const GENERAL_NAME *name = sk_GENERAL_NAME_value(names, 0);
+            if (name->type != GEN_URI) {
+                set_error(error, error_size,
+                          "the CSR's subject alternative name is %s: it must be a URI (the "
+                          "SPIFFE ID)",
+                          general_name_kind(name->type));
+            } else {
+                uri = copy_uri(name, error, error_size);
+            }
+        }
+        GENERAL_NAMES_free(names);
+    }
+    sk_X509_EXTENSION_pop_free(extensions, X509_EXTENSION_free);
+    return uri;
+}
+
+/* The single URI SAN of a certificate (other name types may be present). */
+static char *certificate_single_uri(const X509 *cert, char *error, size_t error_size)
+{
+    int critical = 0;
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, &critical, NULL);
+    if (names == NULL) {
+        set_error(error, error_size,
+                  critical == -2 ? "the certificate has several subjectAltName extensions"
+                                 : "the certificate has no subject alternative name");
+        return NULL;
+    }
+    const GENERAL_NAME *found = NULL;
+    int uri_count = 0;
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *name = sk_GENERAL_NAME_value(names, i);
+        if (name->type == GEN_URI) {
+            found = name;
+            uri_count++;
+        }
+    }
+    char *uri = NULL;
+    if (uri_count != 1) {
+        set_error(error, error_size, "the certificate has %d URI SANs: expected exactly one",
+                  uri_count);
+    } else {
+        uri = copy_uri(found, error, error_size);
+    }
+    GENERAL_NAMES_free(names);
+    return uri;
+}
+
+/* Checks identity is a SPIFFE ID of the trust domain; *service_out (optional)
+ * gets the service, a new string. */
+static int check_identity(const char *trust_domain, const char *identity, char **service_out,
+                          char *error, size_t error_size)
+{
+    spiffe_id id;
+    char message[256];
+    if (spiffe_parse(identity, &id, message, sizeof message) != 0) {
+        set_error(error, error_size, "identity \"%s\" is not an Atrium SPIFFE ID: %s", identity,
+                  message);
+        return -1;
+    }
+    if (strcmp(id.trust_domain, trust_domain) != 0) {
+        set_error(error, error_size, "identity \"%s\" is in trust domain \"%s\", not \"%s\"",
+                  identity, id.trust_domain, trust_domain);
+        spiffe_id_clear(&id);
+        return -1;
+    }
+    if (service_out != NULL) {
+        *service_out = id.service;
+        id.service = NULL;
+    }
+    spiffe_id_clear(&id);
+    return 0;
+}
+
+/* Accepts ECDSA P-256/P-384 and RSA >= 2048 only. */
+static int check_public_key(EVP_PKEY *key, char *error, size_t error_size)
+{
+    if (EVP_PKEY_is_a(key, "EC")) {
+        char group[64] = "";
+        size_t length = 0;
+        if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
+                                           &length) != 1) {
+            set_error(error, error_size, "cannot read the curve of the CSR's EC key");
+            return -1;
+        }
+        if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0 ||
+            strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0) {
+            return 0;
+        }
+        set_error(error, error_size,
+                  "the CSR's EC key uses curve %s: only P-256 and P-384 are "
+                  "accepted",
+                  group);
+        return -1;
+    }
+    if (EVP_PKEY_is_a(key, "RSA")) {
+        int bits = EVP_PKEY_get_bits(key);
+        if (bits >= 2048) {
+            return 0;
+        }
+        set_error(error, error_size, "the CSR's RSA key has %d bits: at least 2048 are required",
+                  bits);
+        return -1;
+    }
+    set_error(error, error_size,
+              "the CSR's key type %s is not accepted (ECDSA P-256/P-384 or RSA >= 2048)",
+              EVP_PKEY_get0_type_name(key) != NULL ? EVP_PKEY_get0_type_name(key) : "unknown");
+    return -1;
+}
+
+/* ---- leaves ---------------------------------------------------------------------- */
+
+/* The validity of a new leaf; -1 for a TTL outside the allowed range or an expired issuer. */
+static int leaf_validity(const ca *authority, uint32_t ttl_s, int64_t now_ms, time_t *not_before,
+                         time_t *not_after, char *error, size_t error_size)
+{
+    if (ttl_s == 0) {
+        ttl_s = CA_LEAF_TTL_DEFAULT_S;
+    }
+    if (ttl_s < CA_LEAF_TTL_MIN_S || ttl_s > CA_LEAF_TTL_MAX_S) {
+        set_error(error, error_size, "ttl %" PRIu32 " s is outside [%u s, %u s]", ttl_s,
+                  CA_LEAF_TTL_MIN_S, CA_LEAF_TTL_MAX_S);
+        return -1;
+    }
+    time_t now = ms_to_s(now_ms);
+    time_t issuer_end = ms_to_s(not_after_ms(authority->issuer));
+    if (issuer_end <= now) {
+        set_error(error, error_size, "the issuing CA has expired: rotate it");
+        return -1;
+    }
+    *not_before = now;
+    *not_after = now + (time_t)ttl_s;
+    if (*not_after > issuer_end) {
+        *not_after = issuer_end;
+    }
+    return 0;
+}
+
+/* Builds and signs a leaf for key with URI SAN identity (+ IP SAN when ip != NULL). */
+static X509 *make_leaf(ca *authority, EVP_PKEY *key, const char *identity, const char *service,
+                       const char *ip, time_t not_before, time_t not_after, char *error,
+                       size_t error_size)
+{
+    X509 *cert = X509_new();
+    GENERAL_NAMES *names = GENERAL_NAMES_new();
+    if (cert == NULL || names == NULL) {
+        X509_free(cert);
+        GENERAL_NAMES_free(names);
+        set_error(error, error_size, "out of memory");
+        return NULL;
+    }
+    bool ok = X509_set_version(cert, X509_VERSION_3) == 1 && set_random_serial(cert) &&
+              ASN1_TIME_set(X509_getm_notBefore(cert), not_before) != NULL &&
+              ASN1_TIME_set(X509_getm_notAfter(cert), not_after) != NULL &&
+              X509_set_pubkey(cert, key) == 1 &&
+              X509_set_issuer_name(cert, X509_get_subject_name(authority->issuer)) == 1 &&
+              X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_UTF8,
+                                         (const unsigned char *)service, -1, -1, 0) == 1;
+    /* The SAN, built as values (never parsed from text). */
+    GENERAL_NAME *uri_name = GENERAL_NAME_new();
+    ASN1_IA5STRING *uri = ASN1_IA5STRING_new();
+    if (uri_name == NULL || uri == NULL ||
+        ASN1_STRING_set(uri, identity, (int)strlen(identity)) != 1) {
+        GENERAL_NAME_free(uri_name);
+        ASN1_IA5STRING_free(uri);
+        ok = false;
+    } else {
+        GENERAL_NAME_set0_value(uri_name, GEN_URI, uri);
+        if (sk_GENERAL_NAME_push(names, uri_name) <= 0) {
+            GENERAL_NAME_free(uri_name);
+            ok = false;
+        }
+    }
+    if (ok && ip != NULL) {
+        ASN1_OCTET_STRING *address = a2i_IPADDRESS(ip);
+        GENERAL_NAME *ip_name = address != NULL ? GENERAL_NAME_new() : NULL;
+        if (ip_name == NULL) {
+            ASN1_OCTET_STRING_free(address);
+            GENERAL_NAMES_free(names);
+            X509_free(cert);
+            set_error(error, error_size, "\"%s\" is not an IPv4 or IPv6 address", ip);
+            return NULL;
+        }
+        GENERAL_NAME_set0_value(ip_name, GEN_IPADD, address);
+        if (sk_GENERAL_NAME_push(names, ip_name) <= 0) {
+            GENERAL_NAME_free(ip_name);
+            ok = false;
+        }
+    }
+    const char *usage = EVP_PKEY_is_a(key, "RSA") ? "critical,digitalSignature,keyEncipherment"
+                                                  : "critical,digitalSignature";
+    ok = ok && X509_add1_ext_i2d(cert, NID_subject_alt_name, names, 0, X509V3_ADD_DEFAULT) == 1 &&
+         add_extension(cert, authority->issuer, NID_basic_constraints, "critical,CA:FALSE") &&
+         add_extension(cert, authority->issuer, NID_key_usage, usage) &&
+         add_extension(cert, authority->issuer, NID_ext_key_usage, "serverAuth,clientAuth") &&
+         add_extension(cert, authority->issuer, NID_subject_key_identifier, "hash") &&
+         add_extension(cert, authority->issuer, NID_authority_key_identifier, "keyid:always") &&
+         X509_sign(cert, authority->issuer_key, digest_for(authority->issuer_key)) > 0;
+    GENERAL_NAMES_free(names);
+    if (!ok) {
+        set_error(error, error_size, "cannot build the certificate");
+        X509_free(cert);
+        return NULL;
+    }
+    return cert;
+}
+
+/* Fills chain (leaf + issuer PEM) and record from a signed leaf. */
+static int finish_leaf(ca *authority, X509 *leaf, const char *identity, char **chain_pem,
+                       model_certificate *record, char *error, size_t error_size)
+{
+    X509 *chain[2] = {leaf, authority->issuer};
+    char *pem = certs_to_pem(chain, 2);
+    char *serial = serial_hex(X509_get0_serialNumber(leaf));
+    char *identity_copy = strdup(identity);
+    int64_t from = 0;
+    int64_t to = 0;
+    if (pem == NULL || serial == NULL || identity_copy == NULL ||
+        !asn1_time_ms(X509_get0_notBefore(leaf), &from) ||
+        !asn1_time_ms(X509_get0_notAfter(leaf), &to)) {
+        free(pem);
+        free(serial);
+        free(identity_copy);
+        set_error(error, error_size, "out of memory");
+        return -1;
+    }
+    *chain_pem = pem;
+    memset(record, 0, sizeof *record);
+    record->serial = serial;
+    record->identity = identity_copy;
+    record->not_before_ms = from;
+    record->not_after_ms = to;
+    return 0;
+}
+
+static void clear_outputs(char **chain_pem, model_certificate *record)
+{
+    *chain_pem = NULL;
+    if (record != NULL) {
+        memset(record, 0, sizeof *record);
+    }
+}
+
+int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identity, uint32_t ttl_s,
+                int64_t now_ms, char **chain_pem, model_certificate *record, char *error,
+                size_t error_size)
+{
+    clear_outputs(chain_pem, record);
+    ERR_clear_error();
+    if (csr_pem == NULL) {
+        set_error(error, error_size, "no CSR");
+        return -1;
+    }
+    BIO *bio = BIO_new_mem_buf(csr_pem, -1);
+    X509_REQ *request = bio != NULL ? PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    if (request == NULL) {
+        set_error(error, error_size, "cannot parse the CSR PEM");
+        return -1;
+    }
+    int result = -1;
+    char *identity = NULL;
+    char *service = NULL;
+    X509 *leaf = NULL;
+    EVP_PKEY *key = X509_REQ_get0_pubkey(request);
+    if (key == NULL) {
+        set_error(error, error_size, "the CSR carries no usable public key");
+        goto done;
+    }
+    if (X509_REQ_verify(request, key) != 1) {
+        set_error(error, error_size, "the CSR's signature does not verify");
+        goto done;
+    }
+    if (check_public_key(key, error, error_size) != 0) {
+        goto done;
+    }
+    identity = csr_single_uri(request, error, error_size);
+    if (identity == NULL) {
+        goto done;
+    }
+    if (check_identity(authority->trust_domain, identity, &service, error, error_size) != 0) {
+        goto done;
+    }
+    if (expected_identity != NULL && strcmp(identity, expected_identity) != 0) {
+        set_error(error, error_size, "the CSR asks for \"%s\" but this request may only get \"%s\"",
+                  identity, expected_identity);
+        goto done;
+    }
+    pthread_mutex_lock(&authority->lock);
+    time_t not_before = 0;
+    time_t not_after = 0;
+    if (leaf_validity(authority, ttl_s, now_ms, &not_before, &not_after, error, error_size) == 0 &&
+        (leaf = make_leaf(authority, key, identity, service, NULL, not_before, not_after, error,
+                          error_size)) != NULL) {
+        result = finish_leaf(authority, leaf, identity, chain_pem, record, error, error_size);
+    }
+    pthread_mutex_unlock(&authority->lock);
+done:
+    X509_free(leaf);
+    free(identity);
+    free(service);
+    X509_REQ_free(request);
+    return result;
+}
+
+int ca_issue_server_certificate(ca *authority, const char *identity, const char *ip_address,
+                                uint32_t ttl_s, int64_t now_ms, char **key_pem, char **chain_pem,
+                                model_certificate *record, char *error, size_t error_size)
+{
+    clear_outputs(chain_pem, record);
+    *key_pem = NULL;
+    ERR_clear_error();
+    char *service = NULL;
+    if (identity == NULL ||
+        check_identity(authority->trust_domain, identity, &service, error, error_size) != 0) {
+        if (identity == NULL) {
+            set_error(error, error_size, "no identity");
+        }
+        return -1;
+    }
+    EVP_PKEY *key = generate_p256();
+    if (key == NULL) {
+        free(service);
+        set_error(error, error_size, "cannot generate a P-256 key");
+        return -1;
+    }
+    int result = -1;
+    X509 *leaf = NULL;
+    pthread_mutex_lock(&authority->lock);
+    time_t not_before = 0;
+    time_t not_after = 0;
+    if (leaf_validity(authority, ttl_s, now_ms, &not_before, &not_after, error, error_size) == 0 &&
+        (leaf = make_leaf(authority, key, identity, service, ip_address, not_before, not_after,
+                          error, error_size)) != NULL) {
+        result = finish_leaf(authority, leaf, identity, chain_pem, record, error, error_size);
+    }
+    pthread_mutex_unlock(&authority->lock);
+    if (result == 0) {
+        *key_pem = keys_to_pem(&key, 1);
+        if (*key_pem == NULL) {
+            free(*chain_pem);
+            model_certificate_clear(record);
+            clear_outputs(chain_pem, record);
+            set_error(error, error_size, "cannot encode the private key");
+            result = -1;
+        }
+    }
+    X509_free(leaf);
+    EVP_PKEY_free(key);
+    free(service);
+    return result;
+}
+
+int ca_csr_identity(const char *csr_pem, char **identity, char *error, size_t error_size)
+{
+    *identity = NULL;
+    ERR_clear_error();
+    BIO *bio = csr_pem != NULL ? BIO_new_mem_buf(csr_pem, -1) : NULL;
+    X509_REQ *request = bio != NULL ? PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    if (request == NULL) {
+        set_error(error, error_size, "cannot parse the CSR PEM");
+        return -1;
+    }
+    *identity = csr_single_uri(request, error, error_size);
+    X509_REQ_free(request);
+    return *identity != NULL ? 0 : -1;
+}
+
+int ca_certificate_identity(const char *cert_pem, char **identity, char *error, size_t error_size)
+{
+    *identity = NULL;
+    ERR_clear_error();
+    BIO *bio = cert_pem != NULL ? BIO_new_mem_buf(cert_pem, -1) : NULL;
+    X509 *cert = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    if (cert == NULL) {
+        set_error(error, error_size, "cannot parse the certificate PEM");
+        return -1;
+    }
+    *identity = certificate_single_uri(cert, error, error_size);
+    X509_free(cert);
+    return *identity != NULL ? 0 : -1;
+}
+
+int ca_certificate_serial(const char *cert_pem, char **serial, char *error, size_t error_size)
+{
+    *serial = NULL;
+    ERR_clear_error();
+    BIO *bio = cert_pem != NULL ? BIO_new_mem_buf(cert_pem, -1) : NULL;
+    X509 *cert = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    if (cert == NULL) {
+        set_error(error, error_size, "cannot parse the certificate PEM");
+        return -1;
+    }
+    *serial = serial_hex(X509_get0_serialNumber(cert));
+    X509_free(cert);
+    if (*serial == NULL) {
+        set_error(error, error_size, "cannot read the certificate's serial");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- bundle, verification, CRLs ----------------------------------------------- */
+
+/* The roots of the bundle at now (pointers owned by the CA); caller frees the array. */
+static X509 **bundle_roots(ca *authority, int64_t now_ms, size_t *count)
+{
+    X509 **roots = malloc((authority->old_root_count + 1) * sizeof *roots);
+    *count = 0;
+    if (roots == NULL) {
+        return NULL;
+    }
+    roots[(*count)++] = authority->root;
+    for (size_t i = 0; i < authority->old_root_count; i++) {
+        if (authority->old_root_retire_ms[i] > now_ms) {
+            roots[(*count)++] = authority->old_roots[i];
+        }
+    }
+    return roots;
+}
+
+char *ca_trust_bundle_pem(ca *authority, int64_t now_ms)
+{
+    pthread_mutex_lock(&authority->lock);
+    size_t count = 0;
+    X509 **roots = bundle_roots(authority, now_ms, &count);
+    char *pem = roots != NULL ? certs_to_pem(roots, count) : NULL;
+    pthread_mutex_unlock(&authority->lock);
+    free(roots);
+    return pem;
+}
+
+char *ca_issuer_pem(ca *authority)
+{
+    pthread_mutex_lock(&authority->lock);
+    char *pem = cert_to_pem(authority->issuer);
+    pthread_mutex_unlock(&authority->lock);
+    return pem;
+}
+
+int64_t ca_issuer_not_after_ms(ca *authority)
+{
+    pthread_mutex_lock(&authority->lock);
+    int64_t ms = not_after_ms(authority->issuer);
+    pthread_mutex_unlock(&authority->lock);
+    return ms;
+}
+
+const char *ca_trust_domain(const ca *authority)
+{
+    return authority->trust_domain;
+}
+
+int ca_verify_leaf(ca *authority, const char *chain_pem, int64_t now_ms, char **identity,
+                   char *error, size_t error_size)
+{
+    *identity = NULL;
+    ERR_clear_error();
+    X509 **chain = NULL;
+    size_t chain_count = 0;
+    if (chain_pem == NULL || parse_certs(chain_pem, strlen(chain_pem), &chain, &chain_count) != 0 ||
+        chain_count == 0) {
+        set_error(error, error_size, "cannot parse the presented certificate chain");
+        return -1;
+    }
+    int result = -1;
+    X509_STORE *store = X509_STORE_new();
+    STACK_OF(X509) *untrusted = sk_X509_new_null();
+    X509_STORE_CTX *context = X509_STORE_CTX_new();
+    X509 **roots = NULL;
+    char *uri = NULL;
+    pthread_mutex_lock(&authority->lock);
+    size_t root_count = 0;
+    roots = bundle_roots(authority, now_ms, &root_count);
+    bool ok = store != NULL && untrusted != NULL && context != NULL && roots != NULL;
+    for (size_t i = 0; ok && i < root_count; i++) {
+        ok = X509_STORE_add_cert(store, roots[i]) == 1;
+    }
+    for (size_t i = 1; ok && i < chain_count; i++) {
+        ok = sk_X509_push(untrusted, chain[i]) > 0;
+    }
+    ok = ok && sk_X509_push(untrusted, authority->issuer) > 0;
+    for (size_t i = 0; ok && i < authority->old_issuer_count; i++) {
+        ok = sk_X509_push(untrusted, authority->old_issuers[i]) > 0;
+    }
+    if (!ok) {
+        set_error(error, error_size, "out of memory");
+    } else if (X509_STORE_CTX_init(context, store, chain[0], untrusted) != 1) {
+        set_error(error, error_size, "cannot set up certificate verification");
+    } else {
+        X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(context), ms_to_s(now_ms));
+        if (X509_verify_cert(context) != 1) {
+            set_error(error, error_size, "the certificate does not verify: %s",
+                      X509_verify_cert_error_string(X509_STORE_CTX_get_error(context)));
+        } else if (X509_check_ca(chain[0]) != 0) {
+            set_error(error, error_size, "the presented certificate is a CA, not a workload");
+        } else if ((uri = certificate_single_uri(chain[0], error, error_size)) != NULL &&
+                   check_identity(authority->trust_domain, uri, NULL, error, error_size) == 0) {
+            *identity = uri;
+            uri = NULL;
+            result = 0;
+        }
+    }
+    pthread_mutex_unlock(&authority->lock);
+    free(uri);
+    free(roots);
+    X509_STORE_CTX_free(context);
+    sk_X509_free(untrusted); /* the certificates are not owned by the stack */
+    X509_STORE_free(store);  /* the store holds its own references */
+    for (size_t i = 0; i < chain_count; i++) {
+        X509_free(chain[i]);
+    }
+    free(chain);
+    return result;
+}
+
+/* True for 1..40 hex digits. */
+static bool is_serial_hex(const char *serial)
+{
+    size_t length = serial != NULL ? strlen(serial) : 0;
+    if (length == 0 || length > 40) {
+        return false;
+    }
+    for (size_t i = 0; i < length; i++) {
+        char c = serial[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Writes one CRL signed by issuer/key listing serials into bio. */
+static int write_crl(BIO *bio, X509 *issuer, EVP_PKEY *key, const char *const *serials,
+                     size_t count, int64_t now_ms, char *error, size_t error_size)
+{
+    X509_CRL *crl = X509_CRL_new();
+    ASN1_TIME *now = ASN1_TIME_set(NULL, ms_to_s(now_ms));
+    ASN1_TIME *next = ASN1_TIME_set(NULL, ms_to_s(now_ms) + (time_t)CA_CRL_LIFETIME_S);
+    ASN1_INTEGER *number = ASN1_INTEGER_new();
+    bool ok = crl != NULL && now != NULL && next != NULL && number != NULL &&
+              X509_CRL_set_version(crl, X509_CRL_VERSION_2) == 1 &&
+              X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer)) == 1 &&
+              X509_CRL_set1_lastUpdate(crl, now) == 1 && X509_CRL_set1_nextUpdate(crl, next) == 1;
+    for (size_t i = 0; ok && i < count; i++) {
+        BIGNUM *bn = NULL;
+        if (BN_hex2bn(&bn, serials[i]) != (int)strlen(serials[i])) {
+            BN_free(bn);
+            ok = false;
+            break;
+        }
+        ASN1_INTEGER *serial = BN_to_ASN1_INTEGER(bn, NULL);
+        BN_free(bn);
+        X509_REVOKED *revoked = X509_REVOKED_new();
+        ok = serial != NULL && revoked != NULL &&
+             X509_REVOKED_set_serialNumber(revoked, serial) == 1 &&
+             X509_REVOKED_set_revocationDate(revoked, now) == 1 &&
+             X509_CRL_add0_revoked(crl, revoked) == 1;
+        if (!ok) {
+            X509_REVOKED_free(revoked);
+        }
+        ASN1_INTEGER_free(serial);
+    }
+    if (ok) {
+        X509V3_CTX context;
+        X509V3_set_ctx(&context, issuer, NULL, NULL, crl, 0);
+        X509_EXTENSION *aki =
+            X509V3_EXT_conf_nid(NULL, &context, NID_authority_key_identifier, "keyid:always");
+        ok = aki != NULL && X509_CRL_add_ext(crl, aki, -1) == 1;
+        X509_EXTENSION_free(aki);
+    }
+    ok = ok && ASN1_INTEGER_set_int64(number, now_ms) == 1 &&
+         X509_CRL_add1_ext_i2d(crl, NID_crl_number, number, 0, 0) == 1 && X509_CRL_sort(crl) == 1 &&
+         X509_CRL_sign(crl, key, digest_for(key)) > 0 && PEM_write_bio_X509_CRL(bio, crl) == 1;
+    if (!ok) {
+        set_error(error, error_size, "cannot build the CRL");
+    }
+    ASN1_INTEGER_free(number);
+    ASN1_TIME_free(now);
+    ASN1_TIME_free(next);
+    X509_CRL_free(crl);
+    return ok ? 0 : -1;
+}
+
+char *ca_crl_pem(ca *authority, const char *const *serials, size_t count, int64_t now_ms,
+                 char *error, size_t error_size)
+{
+    ERR_clear_error();
+    for (size_t i = 0; i < count; i++) {
+        if (!is_serial_hex(serials[i])) {
+            set_error(error, error_size, "serials[%zu] is not a hex serial number", i);
+            return NULL;
+        }
+    }
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio == NULL) {
+        set_error(error, error_size, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_lock(&authority->lock);
+    int result = write_crl(bio, authority->issuer, authority->issuer_key, serials, count, now_ms,
+                           error, error_size);
+    for (size_t i = 0; result == 0 && i < authority->old_issuer_count; i++) {
+        if (not_after_ms(authority->old_issuers[i]) > now_ms) {
+            result = write_crl(bio, authority->old_issuers[i], authority->old_issuer_keys[i],
+                               serials, count, now_ms, error, error_size);
+        }
+    }
+    pthread_mutex_unlock(&authority->lock);
+    char *pem = result == 0 ? bio_to_string(bio) : NULL;
+    if (result == 0 && pem == NULL) {
+        set_error(error, error_size, "out of memory");
+    }
+    BIO_free(bio);
+    return pem;
+}
+
+/* ---- loading and saving the CA -------------------------------------------------- */
+
+static void free_cert_array(X509 **certs, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        X509_free(certs[i]);
+    }
+    free(certs);
+}
+
+static void free_key_array(EVP_PKEY **keys, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        EVP_PKEY_free(keys[i]);
+    }
+    free(keys);
+}
+
+void ca_close(ca *authority)
+{
+    if (authority == NULL) {
+        return;
+    }
+    pthread_mutex_destroy(&authority->lock);
+    X509_free(authority->root);
+    EVP_PKEY_free(authority->root_key);
+    X509_free(authority->issuer);
+    EVP_PKEY_free(authority->issuer_key);
+    free_cert_array(authority->old_issuers, authority->old_issuer_count);
+    free_key_array(authority->old_issuer_keys, authority->old_issuer_count);
+    free_cert_array(authority->old_roots, authority->old_root_count);
+    free(authority->old_root_retire_ms);
+    free(authority->directory);
+    free(authority->trust_domain);
+    free(authority);
+}
+
+/* Reads exactly one certificate from a file. */
+static X509 *load_cert(const char *path, char *error, size_t error_size)
+{
+    char *data = NULL;
+    size_t length = 0;
+    if (read_file(path, false, false, &data, &length, error, error_size) != 0) {
+        return NULL;
+    }
+    X509 **certs = NULL;
+    size_t count = 0;
+    X509 *cert = NULL;
+    if (parse_certs(data, length, &certs, &count) != 0 || count != 1) {
+        set_error(error, error_size, "%s must hold exactly one PEM certificate", path);
+    } else {
+        cert = certs[0];
+        count = 0;
+    }
+    free_cert_array(certs, count);
+    free(data);
+    return cert;
+}
+
+/* Reads exactly one private key from a file that only its owner may access. */
+static EVP_PKEY *load_key(const char *path, char *error, size_t error_size)
+{
+    char *data = NULL;
+    size_t length = 0;
+    if (read_file(path, true, false, &data, &length, error, error_size) != 0) {
+        return NULL;
+    }
+    EVP_PKEY **keys = NULL;
+    size_t count = 0;
+    EVP_PKEY *key = NULL;
+    if (parse_keys(data, length, &keys, &count) != 0 || count != 1) {
+        set_error(error, error_size, "%s must hold exactly one unencrypted PEM private key", path);
+    } else {
+        key = keys[0];
+        count = 0;
+    }
+    free_key_array(keys, count);
+    OPENSSL_cleanse(data, length);
+    free(data);
+    return key;
+}
+
+static int load_pair(const char *cert_path, const char *key_path, X509 **cert, EVP_PKEY **key,
+                     char *error, size_t error_size)
+{
+    *cert = load_cert(cert_path, error, error_size);
+    if (*cert == NULL) {
+        return -1;
+    }
+    *key = load_key(key_path, error, error_size);
+    if (*key == NULL) {
+        X509_free(*cert);
+        *cert = NULL;
+        return -1;
+    }
+    if (X509_check_private_key(*cert, *key) != 1) {
+        set_error(error, error_size, "%s does not match the certificate in %s", key_path,
+                  cert_path);
+        X509_free(*cert);
+        EVP_PKEY_free(*key);
+        *cert = NULL;
+        *key = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks root is a self-signed CA and issuer a CA it signed. */
+static int check_hierarchy(X509 *root, X509 *issuer, const char *root_name, const char *issuer_name,
+                           char *error, size_t error_size)
+{
+    EVP_PKEY *root_public = X509_get0_pubkey(root);
+    if (X509_check_ca(root) == 0 || root_public == NULL || X509_verify(root, root_public) != 1 ||
+        X509_NAME_cmp(X509_get_subject_name(root), X509_get_issuer_name(root)) != 0) {
+        set_error(error, error_size, "%s is not a self-signed CA certificate", root_name);
+        return -1;
+    }
+    if (X509_check_ca(issuer) == 0) {
+        set_error(error, error_size, "%s is not a CA certificate", issuer_name);
+        return -1;
+    }
+    if (X509_check_issued(root, issuer) != X509_V_OK || X509_verify(issuer, root_public) != 1) {
+        set_error(error, error_size, "%s is not signed by %s", issuer_name, root_name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads the optional lists of previous issuers and roots. */
+static int load_previous(ca *authority, char *error, size_t error_size)
+{
+    int result = -1;
+    char *cert_path = path_join(authority->directory, FILE_OLD_ISSUER_CERT, "");
+    char *key_path = path_join(authority->directory, FILE_OLD_ISSUER_KEY, "");
+    char *root_path = path_join(authority->directory, FILE_OLD_ROOT_CERT, "");
+    char *retire_path = path_join(authority->directory, FILE_OLD_ROOT_RETIRE, "");
+    char *certs_text = NULL;
+    char *keys_text = NULL;
+    char *roots_text = NULL;
+    char *retire_text = NULL;
+    size_t length = 0;
+    size_t key_length = 0;
+    if (cert_path == NULL || key_path == NULL || root_path == NULL || retire_path == NULL) {
+        set_error(error, error_size, "out of memory");
+        goto done;
+    }
+    int certs_found = read_file(cert_path, false, true, &certs_text, &length, error, error_size);
+    if (certs_found < 0) {
+        goto done;
+    }
+    if (certs_found == 0) {
+        if (read_file(key_path, true, false, &keys_text, &key_length, error, error_size) != 0) {
+            goto done;
+        }
+        size_t key_count = 0;
+        if (parse_certs(certs_text, length, &authority->old_issuers,
+                        &authority->old_issuer_count) != 0 ||
+            parse_keys(keys_text, key_length, &authority->old_issuer_keys, &key_count) != 0 ||
+            key_count != authority->old_issuer_count) {
+            free_key_array(authority->old_issuer_keys, key_count);
+            authority->old_issuer_keys = NULL;
+            free_cert_array(authority->old_issuers, authority->old_issuer_count);
+            authority->old_issuers = NULL;
+            authority->old_issuer_count = 0;
+            set_error(error, error_size, "%s and %s do not hold matching certificates and keys",
+                      cert_path, key_path);
+            goto done;
+        }
+        for (size_t i = 0; i < key_count; i++) {
+            if (X509_check_private_key(authority->old_issuers[i], authority->old_issuer_keys[i]) !=
+                1) {
+                set_error(error, error_size, "key %zu of %s does not match its certificate", i,
+                          key_path);
+                goto done;
+            }
+        }
+    }
+    int roots_found = read_file(root_path, false, true, &roots_text, &length, error, error_size);
+    if (roots_found < 0) {
+        goto done;
+    }
+    if (roots_found == 0) {
+        if (read_file(retire_path, false, false, &retire_text, &key_length, error, error_size) !=
+                0 ||
+            parse_certs(roots_text, length, &authority->old_roots, &authority->old_root_count) !=
+                0) {
+            if (retire_text != NULL) {
+                set_error(error, error_size, "%s does not parse", root_path);
+            }
+            goto done;
+        }
+        authority->old_root_retire_ms =
+            calloc(authority->old_root_count + 1, sizeof *authority->old_root_retire_ms);
+        if (authority->old_root_retire_ms == NULL) {
+            set_error(error, error_size, "out of memory");
+            goto done;
+        }
+        char *cursor = retire_text;
+        for (size_t i = 0; i < authority->old_root_count; i++) {
+            char *end = NULL;
+            errno = 0;
+            long long value = strtoll(cursor, &end, 10);
+            if (end == cursor || errno != 0 || (*end != '\n' && *end != '\0')) {
+                set_error(error, error_size, "%s: line %zu is not a time in ms", retire_path,
+                          i + 1);
+                goto done;
+            }
+            authority->old_root_retire_ms[i] = value;
+            cursor = *end == '\n' ? end + 1 : end;
+        }
+    }
+    result = 0;
+done:
+    free(certs_text);
+    if (keys_text != NULL) {
+        OPENSSL_cleanse(keys_text, key_length);
+    }
+    free(keys_text);
+    free(roots_text);
+    free(retire_text);
+    free(cert_path);
+    free(key_path);
+    free(root_path);
+    free(retire_path);
+    return result;
+}
+
+/* The state a change writes: the current pair(s) and the lists of previous ones. */
+typedef struct ca_state {
+    X509 *root;
+    EVP_PKEY *root_key;
+    X509 *issuer;
+    EVP_PKEY *issuer_key;
+    X509 **old_issuers;
+    EVP_PKEY **old_issuer_keys;
+    size_t old_issuer_count;
+    X509 **old_roots;
+    int64_t *old_root_retire_ms;
+    size_t old_root_count;
+} ca_state;
+
+/* Stages and commits the files of state. root: also write the root pair;
+ * roots_list: also write the previous roots; trust_domain: also write it. */
+static int save_state(const char *directory, const ca_state *state, bool root, bool lists,
+                      const char *trust_domain, char *error, size_t error_size)
+{
+    staging staged = {.count = 0};
+    int result = -1;
+    char *text = NULL;
+    char *secret = NULL;
+    if (root) {
+        if ((text = cert_to_pem(state->root)) == NULL ||
+            (secret = keys_to_pem(&state->root_key, 1)) == NULL ||
+            stage(directory, &staged, FILE_ROOT_CERT, text, false, error, error_size) != 0 ||
+            stage(directory, &staged, FILE_ROOT_KEY, secret, true, error, error_size) != 0) {
+            goto fail;
+        }
+        free(text);
+        free_secret(secret);
+        text = NULL;
+        secret = NULL;
+    }
+    if ((text = cert_to_pem(state->issuer)) == NULL ||
+        (secret = keys_to_pem(&state->issuer_key, 1)) == NULL ||
+        stage(directory, &staged, FILE_ISSUER_CERT, text, false, error, error_size) != 0 ||
+        stage(directory, &staged, FILE_ISSUER_KEY, secret, true, error, error_size) != 0) {
+        goto fail;
+    }
+    free(text);
+    free_secret(secret);
+    text = NULL;
+    secret = NULL;
+    if (lists) {
+        if ((text = certs_to_pem(state->old_issuers, state->old_issuer_count)) == NULL ||
+            (secret = keys_to_pem(state->old_issuer_keys, state->old_issuer_count)) == NULL ||
+            stage(directory, &staged, FILE_OLD_ISSUER_CERT, text, false, error, error_size) != 0 ||
+            stage(directory, &staged, FILE_OLD_ISSUER_KEY, secret, true, error, error_size) != 0) {
+            goto fail;
+        }
+        free(text);
+        free_secret(secret);
+        secret = NULL;
+        if ((text = certs_to_pem(state->old_roots, state->old_root_count)) == NULL ||
+            stage(directory, &staged, FILE_OLD_ROOT_CERT, text, false, error, error_size) != 0) {
+            goto fail;
+        }
+        free(text);
+        text = malloc(state->old_root_count * 24 + 1);
+        if (text == NULL) {
+            goto fail;
+        }
+        text[0] = '\0';
+        for (size_t i = 0; i < state->old_root_count; i++) {
+            snprintf(text + strlen(text), 24, "%" PRId64 "\n", state->old_root_retire_ms[i]);
+        }
+        if (stage(directory, &staged, FILE_OLD_ROOT_RETIRE, text, false, error, error_size) != 0) {
+            goto fail;
+        }
+        free(text);
+        text = NULL;
+    }
+    if (trust_domain != NULL) {
+        size_t size = strlen(trust_domain) + 2;
+        text = malloc(size);
+        if (text == NULL) {
+            goto fail;
+        }
+        snprintf(text, size, "%s\n", trust_domain);
+        if (stage(directory, &staged, FILE_TRUST_DOMAIN, text, false, error, error_size) != 0) {
+            goto fail;
+        }
+        free(text);
+        text = NULL;
+    }
+    result = commit_staged(directory, &staged, error, error_size);
+    return result;
+fail:
+    if (error != NULL && error_size > 0 && error[0] == '\0') {
+        set_error(error, error_size, "cannot encode the CA files");
+    }
+    free(text);
+    free_secret(secret);
+    discard_staged(directory);
+    return -1;
+}
+
+/* First start: a new root and issuer, or the operator's plug-in CA. */
+static int create_ca(ca *authority, const ca_options *options, char *error, size_t error_size)
+{
+    ca_state state = {0};
+    if (options->root_cert != NULL) {
+        if (load_pair(options->root_cert, options->root_key, &state.root, &state.root_key, error,
+                      error_size) != 0 ||
+            load_pair(options->issuer_cert, options->issuer_key, &state.issuer, &state.issuer_key,
+                      error, error_size) != 0 ||
+            check_hierarchy(state.root, state.issuer, options->root_cert, options->issuer_cert,
+                            error, error_size) != 0) {
+            goto fail;
+        }
+        if (not_after_ms(state.issuer) <= options->now_ms) {
+            set_error(error, error_size, "%s has expired", options->issuer_cert);
+            goto fail;
+        }
+    } else {
+        state.root_key = generate_p256();
+        state.issuer_key = generate_p256();
+        if (state.root_key == NULL || state.issuer_key == NULL ||
+            (state.root = make_root(authority->trust_domain, state.root_key, options->now_ms)) ==
+                NULL ||
+            (state.issuer = make_issuer(authority->trust_domain, state.issuer_key, state.root,
+                                        state.root_key, options->now_ms)) == NULL) {
+            set_error(error, error_size, "cannot create the root and issuing CA");
+            goto fail;
+        }
+    }
+    if (save_state(authority->directory, &state, true, false, authority->trust_domain, error,
+                   error_size) != 0) {
+        goto fail;
+    }
+    authority->root = state.root;
+    authority->root_key = state.root_key;
+    authority->issuer = state.issuer;
+    authority->issuer_key = state.issuer_key;
+    return 0;
+fail:
+    X509_free(state.root);
+    EVP_PKEY_free(state.root_key);
+    X509_free(state.issuer);
+    EVP_PKEY_free(state.issuer_key);
+    return -1;
+}
+
+static int load_ca(ca *authority, char *error, size_t error_size)
+{
+    char *td_path = path_join(authority->directory, FILE_TRUST_DOMAIN, "");
+    char *root_cert = path_join(authority->directory, FILE_ROOT_CERT, "");
+    char *root_key = path_join(authority->directory, FILE_ROOT_KEY, "");
+    char *issuer_cert = path_join(authority->directory, FILE_ISSUER_CERT, "");
+    char *issuer_key = path_join(authority->directory, FILE_ISSUER_KEY, "");
+    char *recorded = NULL;
+    size_t length = 0;
+    int result = -1;
+    if (td_path == NULL || root_cert == NULL || root_key == NULL || issuer_cert == NULL ||
+        issuer_key == NULL) {
+        set_error(error, error_size, "out of memory");
+        goto done;
+    }
+    if (read_file(td_path, false, false, &recorded, &length, error, error_size) != 0) {
+        goto done;
+    }
+    recorded[strcspn(recorded, "\n")] = '\0';
+    if (strcmp(recorded, authority->trust_domain) != 0) {
+        set_error(error, error_size, "the CA in %s was created for trust domain \"%s\", not \"%s\"",
+                  authority->directory, recorded, authority->trust_domain);
+        goto done;
+    }
+    if (load_pair(root_cert, root_key, &authority->root, &authority->root_key, error, error_size) !=
+            0 ||
+        load_pair(issuer_cert, issuer_key, &authority->issuer, &authority->issuer_key, error,
+                  error_size) != 0 ||
+        check_hierarchy(authority->root, authority->issuer, root_cert, issuer_cert, error,
+                        error_size) != 0 ||
+        load_previous(authority, error, error_size) != 0) {
+        goto done;
+    }
+    result = 0;
+done:
+    free(recorded);
+    free(td_path);
+    free(root_cert);
+    free(root_key);
+    free(issuer_cert);
+    free(issuer_key);
+    return result;
+}
+
+int ca_open(const ca_options *options, ca **out, char *error, size_t error_size)
+{
+    *out = NULL;
+    ERR_clear_error();
+    if (error != NULL && error_size > 0) {
+        error[0] = '\0';
+    }
+    if (options == NULL || options->directory == NULL || options->directory[0] == '\0') {
+        set_error(error, error_size, "no CA directory");
+        return -1;
+    }
+    const char *trust_domain =
+        options->trust_domain != NULL ? options->trust_domain : CA_DEFAULT_TRUST_DOMAIN;
+    if (!spiffe_trust_domain_is_valid(trust_domain)) {
+        set_error(error, error_size,
+                  "invalid trust domain \"%s\": expected 1..255 characters of [a-z0-9.-]",
+                  trust_domain);
+        return -1;
+    }
+    int plugins = (options->root_cert != NULL) + (options->root_key != NULL) +
+                  (options->issuer_cert != NULL) + (options->issuer_key != NULL);
+    if (plugins != 0 && plugins != 4) {
+        set_error(error, error_size,
+                  "a plug-in CA needs all four files (root_cert, root_key, issuer_cert, "
+                  "issuer_key) or none");
+        return -1;
+    }
+    if (mkdir(options->directory, 0700) != 0 && errno != EEXIST) {
+        set_error(error, error_size, "cannot create %s: %s", options->directory, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (stat(options->directory, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        set_error(error, error_size, "%s is not a directory", options->directory);
+        return -1;
+    }
+    ca *authority = calloc(1, sizeof *authority);
+    if (authority == NULL) {
+        set_error(error, error_size, "out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&authority->lock, NULL);
+    authority->directory = strdup(options->directory);
+    authority->trust_domain = strdup(trust_domain);
+    if (authority->directory == NULL || authority->trust_domain == NULL) {
+        set_error(error, error_size, "out of memory");
+        ca_close(authority);
+        return -1;
+    }
+    /* Finish a committed change interrupted by a crash, or drop an uncommitted one. */
+    char *journal_path = path_join(authority->directory, FILE_JOURNAL, "");
+    if (journal_path == NULL) {
+        set_error(error, error_size, "out of memory");
+        ca_close(authority);
+        return -1;
+    }
+    bool journal = access(journal_path, F_OK) == 0;
+    free(journal_path);
+    if (journal ? apply_journal(authority->directory, error, error_size) != 0
+                : (discard_staged(authority->directory), false)) {
+        ca_close(authority);
+        return -1;
+    }
+    char *root_path = path_join(authority->directory, FILE_ROOT_CERT, "");
+    if (root_path == NULL) {
+        set_error(error, error_size, "out of memory");
+        ca_close(authority);
+        return -1;
+    }
+    bool exists = access(root_path, F_OK) == 0;
+    free(root_path);
+    int result = exists ? load_ca(authority, error, error_size)
+                        : create_ca(authority, options, error, error_size);
+    if (result != 0) {
+        ca_close(authority);
+        return -1;
+    }
+    *out = authority;
+    return 0;
+}
+
+/* ---- rotation ------------------------------------------------------------------ */
+
+/* Builds the previous-issuer list after a rotation: the current issuer, then
+ * the previous ones that have not expired. Pointers are borrowed. */
+static int previous_issuers_after(ca *authority, int64_t now_ms, ca_state *state)
+{
+    size_t capacity = authority->old_issuer_count + 1;
+    state->old_issuers = malloc(capacity * sizeof *state->old_issuers);
+    state->old_issuer_keys = malloc(capacity * sizeof *state->old_issuer_keys);
+    if (state->old_issuers == NULL || state->old_issuer_keys == NULL) {
+        return -1;
+    }
+    state->old_issuers[0] = authority->issuer;
+    state->old_issuer_keys[0] = authority->issuer_key;
+    state->old_issuer_count = 1;
+    for (size_t i = 0; i < authority->old_issuer_count; i++) {
+        if (not_after_ms(authority->old_issuers[i]) > now_ms) {
+            state->old_issuers[state->old_issuer_count] = authority->old_issuers[i];
+            state->old_issuer_keys[state->old_issuer_count] = authority->old_issuer_keys[i];
+            state->old_issuer_count++;
+        }
+    }
+    return 0;
+}
+
+/* Makes state the CA's: takes references for the borrowed lists, frees what is dropped. */
+static int adopt_state(ca *authority, ca_state *state)
+{
+    for (size_t i = 0; i < state->old_issuer_count; i++) {
+        if (X509_up_ref(state->old_issuers[i]) != 1 ||
+            EVP_PKEY_up_ref(state->old_issuer_keys[i]) != 1) {
+            return -1; /* cannot happen with OpenSSL 3 */
+        }
+    }
+    for (size_t i = 0; i < state->old_root_count; i++) {
+        if (X509_up_ref(state->old_roots[i]) != 1) {
+            return -1;
+        }
+    }
+    if (state->root != authority->root) {
+        X509_free(authority->root);
+        EVP_PKEY_free(authority->root_key);
+    }
+    X509_free(authority->issuer);
+    EVP_PKEY_free(authority->issuer_key);
+    free_cert_array(authority->old_issuers, authority->old_issuer_count);
+    free_key_array(authority->old_issuer_keys, authority->old_issuer_count);
+    free_cert_array(authority->old_roots, authority->old_root_count);
+    free(authority->old_root_retire_ms);
+    authority->root = state->root;
+    authority->root_key = state->root_key;
+    authority->issuer = state->issuer;
+    authority->issuer_key = state->issuer_key;
+    authority->old_issuers = state->old_issuers;
+    authority->old_issuer_keys = state->old_issuer_keys;
+    authority->old_issuer_count = state->old_issuer_count;
+    authority->old_roots = state->old_roots;
+    authority->old_root_retire_ms = state->old_root_retire_ms;
+    authority->old_root_count = state->old_root_count;
+    return 0;
+}
+
+/* Room for the previous roots: those kept plus extra new ones. */
+static int previous_roots_alloc(ca *authority, size_t extra, ca_state *state)
+{
+    size_t capacity = authority->old_root_count + extra + 1;
+    state->old_roots = malloc(capacity * sizeof *state->old_roots);
+    state->old_root_retire_ms = malloc(capacity * sizeof *state->old_root_retire_ms);
+    if (state->old_roots == NULL || state->old_root_retire_ms == NULL) {
+        return -1;
+    }
+    state->old_root_count = 0;
+    return 0;
+}
+
+static void append_live_roots(ca *authority, int64_t now_ms, ca_state *state)
+{
+    for (size_t i = 0; i < authority->old_root_count; i++) {
+        if (authority->old_root_retire_ms[i] > now_ms) {
+            state->old_roots[state->old_root_count] = authority->old_roots[i];
+            state->old_root_retire_ms[state->old_root_count] = authority->old_root_retire_ms[i];
+            state->old_root_count++;
+        }
+    }
+}
+
+static int rotate(ca *authority, bool new_root, int64_t now_ms, char *error, size_t error_size)
+{
+    ERR_clear_error();
+    if (error != NULL && error_size > 0) {
+        error[0] = '\0';
+    }
+    ca_state state = {0};
+    pthread_mutex_lock(&authority->lock);
+    int result = -1;
+    if (previous_issuers_after(authority, now_ms, &state) != 0 ||
+        previous_roots_alloc(authority, 1, &state) != 0) {
+        set_error(error, error_size, "out of memory");
+        goto done;
+    }
+    if (new_root) {
+        /* The old root stays until every issuer under it has expired. */
+        int64_t retire = 0;
+        for (size_t i = 0; i < state.old_issuer_count; i++) {
+            int64_t end = not_after_ms(state.old_issuers[i]);
+            if (end > retire) {
+                retire = end;
+            }
+        }
+        state.old_roots[0] = authority->root;
+        state.old_root_retire_ms[0] = retire;
+        state.old_root_count = 1;
+        state.root_key = generate_p256();
+        if (state.root_key == NULL ||
+            (state.root = make_root(authority->trust_domain, state.root_key, now_ms)) == NULL) {
+            set_error(error, error_size, "cannot create a new root");
+            goto done;
+        }
+    } else {
+        state.root = authority->root;
+        state.root_key = authority->root_key;
+    }
+    append_live_roots(authority, now_ms, &state);
+    state.issuer_key = generate_p256();
+    if (state.issuer_key == NULL ||
+        (state.issuer = make_issuer(authority->trust_domain, state.issuer_key, state.root,
+                                    state.root_key, now_ms)) == NULL) {
+        set_error(error, error_size, "cannot create a new issuing CA");
+        goto done;
+    }
+    if (save_state(authority->directory, &state, new_root, true, NULL, error, error_size) != 0 ||
+        adopt_state(authority, &state) != 0) {
+        goto done;
+    }
+    result = 0;
+done:
+    if (result != 0) {
+        if (new_root) {
+            X509_free(state.root);
+            EVP_PKEY_free(state.root_key);
+        }
+        X509_free(state.issuer);
+        EVP_PKEY_free(state.issuer_key);
+        free(state.old_issuers);
+        free(state.old_issuer_keys);
+        free(state.old_roots);
+        free(state.old_root_retire_ms);
+    }
+    pthread_mutex_unlock(&authority->lock);
+    return result;
+}
+
+int ca_rotate_issuer(ca *authority, int64_t now_ms, char *error, size_t error_size)
+{
+    return rotate(authority, false, now_ms, error, error_size);
+}
+
+int ca_rotate_root(ca *authority, int64_t now_ms, char *error, size_t error_size)
+{
+    return rotate(authority, true, now_ms, error, error_size);
+}

@@ -1,0 +1,494 @@
+/*
+ * ca_service.c — CreateCertificate over gRPC C core with TLS (client
+ * certificates requested and, when present, verified), one completion queue
+ * and one thread; unary calls are answered in a single batch.
+ */
+#include "ca_service.h"
+
+#include "atrium/ca/v1/ca.pb-c.h"
+#include "ca.h"
+#include "clock.h"
+#include "join_tokens.h"
+#include "log.h"
+#include "spiffe.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define METHOD          "/atrium.ca.v1.CertificateService/CreateCertificate"
+#define SERVER_IDENTITY "/ns/atrium-system/sa/atriumd"
+
+typedef enum tag_kind { TAG_ACCEPT, TAG_DONE, TAG_SHUTDOWN } tag_kind;
+
+typedef struct tag {
+    tag_kind kind;
+    struct unary_call *call;
+} tag;
+
+/* One CreateCertificate call, from accept to its final batch. */
+typedef struct unary_call {
+    tag accept_tag, done_tag;
+    grpc_call *call;
+    grpc_metadata_array metadata;
+    gpr_timespec deadline;
+    grpc_byte_buffer *request;
+    grpc_byte_buffer *response;
+    grpc_slice details;
+    int cancelled;
+} unary_call;
+
+struct ca_service {
+    store *db;
+    ca *authority;
+    pthread_mutex_t lock; /* guards authority */
+    char trust_domain[256];
+    grpc_server *grpc;
+    grpc_completion_queue *queue;
+    void *method;
+    pthread_t thread;
+    tag shutdown_tag;
+    atomic_long issued, refused;
+};
+
+/* ---- the decision ---- */
+
+/* The client certificate the caller presented (verified by TLS), or NULL. */
+static char *peer_certificate(grpc_call *call)
+{
+    grpc_auth_context *context = grpc_call_auth_context(call);
+    if (context == NULL)
+        return NULL;
+    grpc_auth_property_iterator properties =
+        grpc_auth_context_find_properties_by_name(context, "x509_pem_cert");
+    const grpc_auth_property *property = grpc_auth_property_iterator_next(&properties);
+    char *pem = property ? strndup(property->value, property->value_length) : NULL;
+    grpc_auth_context_release(context);
+    return pem;
+}
+
+/* Whether serial is revoked (a revoked certificate cannot renew). */
+static bool revoked(store *db, const char *serial, int64_t now_ms)
+{
+    model_certificate_list list;
+    store_error error;
+    if (store_list_revoked_certificates(db, now_ms, &list, &error) != STORE_OK)
+        return true; /* cannot tell: refuse */
+    bool found = false;
+    for (size_t i = 0; i < list.count && !found; i++)
+        found = strcmp(list.items[i].serial, serial) == 0;
+    model_certificate_list_free(&list);
+    return found;
+}
+
+/* Authorizes and signs; on refusal returns the status with details. */
+static grpc_status_code create_certificate(ca_service *service, grpc_call *call,
+                                           const Atrium__Ca__V1__CreateCertificateRequest *request,
+                                           char **chain, char **bundle, char *why, size_t why_size)
+{
+    int64_t now = clock_wall_ms();
+    char *identity = NULL;
+    char reason[512];
+    if (request->csr_pem == NULL || request->csr_pem[0] == '\0') {
+        snprintf(why, why_size, "csr_pem is required");
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    if (ca_csr_identity(request->csr_pem, &identity, reason, sizeof(reason)) != 0) {
+        snprintf(why, why_size, "csr_pem: %s", reason);
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    grpc_status_code status = GRPC_STATUS_OK;
+    if (request->token != NULL && request->token[0] != '\0') {
+        /* First certificate: the token must admit exactly this identity. */
+        uint8_t hash[MODEL_TOKEN_HASH_SIZE];
+        join_token_hash(request->token, hash);
+        model_join_token_list tokens;
+        store_error error;
+        const model_join_token *match = NULL;
+        if (store_list_join_tokens(service->db, &tokens, &error) == STORE_OK) {
+            for (size_t i = 0; i < tokens.count && match == NULL; i++) {
+                if (memcmp(tokens.items[i].hash, hash, sizeof(hash)) == 0)
+                    match = &tokens.items[i];
+            }
+        } else {
+            memset(&tokens, 0, sizeof(tokens));
+        }
+        char *admitted = NULL;
+        if (match != NULL)
+            spiffe_format(service->trust_domain, match->namespace_name, match->service, &admitted,
+                          reason, sizeof(reason));
+        if (match == NULL) {
+            snprintf(why, why_size, "unknown join token");
+            status = GRPC_STATUS_PERMISSION_DENIED;
+        } else if (admitted == NULL || strcmp(admitted, identity) != 0) {
+            snprintf(why, why_size, "the join token admits %s, the CSR asks for %s",
+                     admitted ? admitted : "?", identity);
+            status = GRPC_STATUS_PERMISSION_DENIED;
+        } else if (store_consume_join_token(service->db, hash, now, NULL, &error) != STORE_OK) {
+            snprintf(why, why_size, "%s", error.message); /* expired or used up */
+            status = GRPC_STATUS_PERMISSION_DENIED;
+        }
+        free(admitted);
+        model_join_token_list_free(&tokens);
+    } else {
+        /* Renewal: the client certificate must be ours, valid, not revoked,
+         * and of the same identity. */
+        char *presented = peer_certificate(call);
+        char *presented_identity = NULL;
+        char *presented_serial = NULL;
+        if (presented == NULL) {
+            snprintf(why, why_size,
+                     "no join token and no client certificate: a first certificate needs a join "
+                     "token, a renewal the current certificate of %s",
+                     identity);
+            status = GRPC_STATUS_PERMISSION_DENIED;
+        } else {
+            pthread_mutex_lock(&service->lock);
+            int verified = ca_verify_leaf(service->authority, presented, now, &presented_identity,
+                                          reason, sizeof(reason));
+            pthread_mutex_unlock(&service->lock);
+            if (verified != 0) {
+                snprintf(why, why_size, "client certificate: %s", reason);
+                status = GRPC_STATUS_PERMISSION_DENIED;
+            } else if (strcmp(presented_identity, identity) != 0) {
+                snprintf(why, why_size, "the client certificate is %s, the CSR asks for %s",
+                         presented_identity, identity);
+                status = GRPC_STATUS_PERMISSION_DENIED;
+            } else if (ca_certificate_serial(presented, &presented_serial, reason,
+                                             sizeof(reason)) != 0 ||
+                       revoked(service->db, presented_serial, now)) {
+                snprintf(why, why_size, "the client certificate is revoked");
+                status = GRPC_STATUS_PERMISSION_DENIED;
+            }
+        }
+        free(presented);
+        free(presented_identity);
+        free(presented_serial);
+    }
+    if (status == GRPC_STATUS_OK) {
+        model_certificate record;
+        memset(&record, 0, sizeof(record));
+        pthread_mutex_lock(&service->lock);
+        int signed_ok = ca_sign_csr(service->authority, request->csr_pem, identity, request->ttl_s,
+                                    now, chain, &record, reason, sizeof(reason));
+        *bundle = signed_ok == 0 ? ca_trust_bundle_pem(service->authority, now) : NULL;
+        pthread_mutex_unlock(&service->lock);
+        store_error error;
+        if (signed_ok != 0) {
+            snprintf(why, why_size, "%s", reason);
+            status = GRPC_STATUS_INVALID_ARGUMENT;
+        } else if (*bundle == NULL ||
+                   store_record_certificate(service->db, &record, NULL, &error) != STORE_OK) {
+            snprintf(why, why_size, "could not record the certificate");
+            status = GRPC_STATUS_INTERNAL;
+            free(*chain);
+            free(*bundle);
+            *chain = *bundle = NULL;
+        }
+        model_certificate_clear(&record);
+    }
+    free(identity);
+    return status;
+}
+
+/* ---- the call ---- */
+
+static void request_call(ca_service *service)
+{
+    unary_call *pending = calloc(1, sizeof(*pending));
+    if (pending == NULL)
+        return;
+    pending->accept_tag = (tag){TAG_ACCEPT, pending};
+    pending->done_tag = (tag){TAG_DONE, pending};
+    grpc_metadata_array_init(&pending->metadata);
+    if (grpc_server_request_registered_call(service->grpc, service->method, &pending->call,
+                                            &pending->deadline, &pending->metadata,
+                                            &pending->request, service->queue, service->queue,
+                                            &pending->accept_tag) != GRPC_CALL_OK) {
+        grpc_metadata_array_destroy(&pending->metadata);
+        free(pending);
+    }
+}
+
+static void free_call(unary_call *pending)
+{
+    grpc_metadata_array_destroy(&pending->metadata);
+    if (pending->request)
+        grpc_byte_buffer_destroy(pending->request);
+    if (pending->response)
+        grpc_byte_buffer_destroy(pending->response);
+    grpc_slice_unref(pending->details);
+    if (pending->call)
+        grpc_call_unref(pending->call);
+    free(pending);
+}
+
+static void answer(ca_service *service, unary_call *pending)
+{
+    grpc_status_code status = GRPC_STATUS_INVALID_ARGUMENT;
+    char why[768] = "the request is not a CreateCertificateRequest";
+    char *chain = NULL, *bundle = NULL;
+    Atrium__Ca__V1__CreateCertificateRequest *request = NULL;
+    if (pending->request != NULL) {
+        grpc_byte_buffer_reader reader;
+        grpc_byte_buffer_reader_init(&reader, pending->request);
+        grpc_slice slice = grpc_byte_buffer_reader_readall(&reader);
+        grpc_byte_buffer_reader_destroy(&reader);
+        request = atrium__ca__v1__create_certificate_request__unpack(NULL, GRPC_SLICE_LENGTH(slice),
+                                                                     GRPC_SLICE_START_PTR(slice));
+        grpc_slice_unref(slice);
+    }
+    if (request != NULL) {
+        status =
+            create_certificate(service, pending->call, request, &chain, &bundle, why, sizeof(why));
+        atrium__ca__v1__create_certificate_request__free_unpacked(request, NULL);
+    }
+    grpc_op ops[4];
+    memset(ops, 0, sizeof(ops));
+    size_t count = 0;
+    ops[count++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (status == GRPC_STATUS_OK) {
+        Atrium__Ca__V1__CreateCertificateResponse response =
+            ATRIUM__CA__V1__CREATE_CERTIFICATE_RESPONSE__INIT;
+        response.cert_chain_pem = chain;
+        response.trust_bundle_pem = bundle;
+        grpc_slice slice = grpc_slice_malloc(
+            atrium__ca__v1__create_certificate_response__get_packed_size(&response));
+        atrium__ca__v1__create_certificate_response__pack(&response, GRPC_SLICE_START_PTR(slice));
+        pending->response = grpc_raw_byte_buffer_create(&slice, 1);
+        grpc_slice_unref(slice);
+        ops[count].op = GRPC_OP_SEND_MESSAGE;
+        ops[count++].data.send_message.send_message = pending->response;
+        pending->details = grpc_empty_slice();
+        atomic_fetch_add(&service->issued, 1);
+    } else {
+        pending->details = grpc_slice_from_copied_string(why);
+        atomic_fetch_add(&service->refused, 1);
+        log_info("certificate refused: %s", why);
+    }
+    free(chain);
+    free(bundle);
+    ops[count].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[count].data.send_status_from_server.status = status;
+    ops[count++].data.send_status_from_server.status_details = &pending->details;
+    ops[count].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[count++].data.recv_close_on_server.cancelled = &pending->cancelled;
+    if (grpc_call_start_batch(pending->call, ops, count, &pending->done_tag, NULL) != GRPC_CALL_OK)
+        free_call(pending);
+}
+
+static void *serve(void *context)
+{
+    ca_service *service = context;
+    bool shutting_down = false;
+    for (;;) {
+        grpc_event event =
+            grpc_completion_queue_next(service->queue, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (event.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        tag *done = event.tag;
+        if (done->kind == TAG_SHUTDOWN) {
+            shutting_down = true;
+            grpc_completion_queue_shutdown(service->queue);
+            continue;
+        }
+        unary_call *pending = done->call;
+        if (done->kind == TAG_DONE) {
+            free_call(pending);
+            continue;
+        }
+        if (event.success && !shutting_down) {
+            answer(service, pending);
+            request_call(service);
+        } else {
+            free_call(pending);
+        }
+    }
+    return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+int ca_service_start(const ca_service_options *options, store *db, ca_service **out,
+                     int *bound_port, char *error, size_t error_size)
+{
+    *out = NULL;
+    ca_service *service = calloc(1, sizeof(*service));
+    if (service == NULL) {
+        snprintf(error, error_size, "out of memory");
+        return -1;
+    }
+    service->db = db;
+    pthread_mutex_init(&service->lock, NULL);
+    snprintf(service->trust_domain, sizeof(service->trust_domain), "%s",
+             options->trust_domain ? options->trust_domain : CA_DEFAULT_TRUST_DOMAIN);
+    char directory[4096];
+    snprintf(directory, sizeof(directory), "%s/ca", options->data_dir);
+    int64_t now = clock_wall_ms();
+    ca_options settings = {
+        .directory = directory, .trust_domain = service->trust_domain, .now_ms = now};
+    if (ca_open(&settings, &service->authority, error, error_size) != 0) {
+        ca_service_stop(service);
+        return -1;
+    }
+    /* atriumd's own serving certificate, from the same CA. */
+    char *server_identity = NULL, *key = NULL, *chain = NULL, *bundle = NULL;
+    model_certificate record;
+    memset(&record, 0, sizeof(record));
+    size_t length =
+        strlen("spiffe://") + strlen(service->trust_domain) + strlen(SERVER_IDENTITY) + 1;
+    server_identity = malloc(length);
+    if (server_identity != NULL)
+        snprintf(server_identity, length, "spiffe://%s%s", service->trust_domain, SERVER_IDENTITY);
+    int issued = server_identity
+                     ? ca_issue_server_certificate(service->authority, server_identity, "127.0.0.1",
+                                                   CA_LEAF_TTL_MAX_S, now, &key, &chain, &record,
+                                                   error, error_size)
+                     : -1;
+    bundle = issued == 0 ? ca_trust_bundle_pem(service->authority, now) : NULL;
+    store_error store_failure;
+    if (issued == 0 && bundle != NULL)
+        store_record_certificate(db, &record, NULL, &store_failure);
+    model_certificate_clear(&record);
+    free(server_identity);
+    if (bundle == NULL) {
+        if (issued == 0)
+            snprintf(error, error_size, "cannot build the trust bundle");
+        free(key);
+        free(chain);
+        ca_service_stop(service);
+        return -1;
+    }
+    grpc_init();
+    service->queue = grpc_completion_queue_create_for_next(NULL);
+    service->grpc = grpc_server_create(NULL, NULL);
+    grpc_server_register_completion_queue(service->grpc, service->queue, NULL);
+    service->method = grpc_server_register_method(service->grpc, METHOD, NULL,
+                                                  GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    grpc_ssl_pem_key_cert_pair pair = {key, chain};
+    grpc_server_credentials *credentials = grpc_ssl_server_credentials_create_ex(
+        bundle, &pair, 1, GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
+    int port = grpc_server_add_http2_port(service->grpc, options->address, credentials);
+    grpc_server_credentials_release(credentials);
+    free(key);
+    free(chain);
+    free(bundle);
+    if (port == 0) {
+        snprintf(error, error_size, "cannot listen on %s", options->address);
+        ca_service_stop(service);
+        return -1;
+    }
+    grpc_server_start(service->grpc);
+    service->shutdown_tag = (tag){TAG_SHUTDOWN, NULL};
+    request_call(service);
+    if (pthread_create(&service->thread, NULL, serve, service) != 0) {
+        snprintf(error, error_size, "cannot start the CA thread");
+        ca_service_stop(service);
+        return -1;
+    }
+    *bound_port = port;
+    *out = service;
+    return 0;
+}
+
+void ca_service_stop(ca_service *service)
+{
+    if (service == NULL)
+        return;
+    if (service->grpc != NULL) {
+        grpc_server_shutdown_and_notify(service->grpc, service->queue, &service->shutdown_tag);
+        grpc_server_cancel_all_calls(service->grpc);
+        if (service->thread) {
+            pthread_join(service->thread, NULL);
+        } else {
+            grpc_completion_queue_shutdown(service->queue);
+            while (
+                grpc_completion_queue_next(service->queue, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                    .type != GRPC_QUEUE_SHUTDOWN)
+                ;
+        }
+        grpc_server_destroy(service->grpc);
+        grpc_completion_queue_destroy(service->queue);
+        grpc_shutdown();
+    }
+    ca_close(service->authority);
+    pthread_mutex_destroy(&service->lock);
+    free(service);
+}
+
+char *ca_service_bundle_pem(ca_service *service, char *error, size_t error_size)
+{
+    int64_t now = clock_wall_ms();
+    model_certificate_list revoked_list;
+    store_error failure;
+    if (store_list_revoked_certificates(service->db, now, &revoked_list, &failure) != STORE_OK) {
+        snprintf(error, error_size, "%s", failure.message);
+        return NULL;
+    }
+    const char **serials = calloc(revoked_list.count ? revoked_list.count : 1, sizeof(char *));
+    for (size_t i = 0; serials != NULL && i < revoked_list.count; i++)
+        serials[i] = revoked_list.items[i].serial;
+    pthread_mutex_lock(&service->lock);
+    char *roots = ca_trust_bundle_pem(service->authority, now);
+    char *crl = serials ? ca_crl_pem(service->authority, serials, revoked_list.count, now, error,
+                                     error_size)
+                        : NULL;
+    pthread_mutex_unlock(&service->lock);
+    free(serials);
+    model_certificate_list_free(&revoked_list);
+    char *bundle = NULL;
+    if (roots != NULL && crl != NULL && asprintf(&bundle, "%s%s", roots, crl) < 0)
+        bundle = NULL;
+    if (bundle == NULL && roots != NULL && crl != NULL)
+        snprintf(error, error_size, "out of memory");
+    free(roots);
+    free(crl);
+    return bundle;
+}
+
+int ca_service_rotate(ca_service *service, bool root, char *error, size_t error_size)
+{
+    int64_t now = clock_wall_ms();
+    pthread_mutex_lock(&service->lock);
+    int result = root ? ca_rotate_root(service->authority, now, error, error_size)
+                      : ca_rotate_issuer(service->authority, now, error, error_size);
+    pthread_mutex_unlock(&service->lock);
+    return result;
+}
+
+int64_t ca_service_issuer_not_after_ms(ca_service *service)
+{
+    pthread_mutex_lock(&service->lock);
+    int64_t not_after = ca_issuer_not_after_ms(service->authority);
+    pthread_mutex_unlock(&service->lock);
+    return not_after;
+}
+
+char *ca_service_metrics(ca_service *service)
+{
+    char *text = NULL;
+    int64_t remaining_s = (ca_service_issuer_not_after_ms(service) - clock_wall_ms()) / 1000;
+    if (asprintf(&text,
+                 "# HELP atrium_ca_certificates_issued_total Certificates issued over gRPC.\n"
+                 "# TYPE atrium_ca_certificates_issued_total counter\n"
+                 "atrium_ca_certificates_issued_total %ld\n"
+                 "# HELP atrium_ca_requests_refused_total Certificate requests refused.\n"
+                 "# TYPE atrium_ca_requests_refused_total counter\n"
+                 "atrium_ca_requests_refused_total %ld\n"
+                 "# HELP atrium_ca_issuer_expiry_seconds Seconds until the issuing certificate "
+                 "expires.\n"
+                 "# TYPE atrium_ca_issuer_expiry_seconds gauge\n"
+                 "atrium_ca_issuer_expiry_seconds %lld\n",
+                 atomic_load(&service->issued), atomic_load(&service->refused),
+                 (long long)remaining_s) < 0)
+        return NULL;
+    return text;
+}
