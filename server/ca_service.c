@@ -57,7 +57,15 @@ struct ca_service {
     pthread_t thread;
     tag shutdown_tag;
     atomic_long issued, refused;
+    /* The last bundle, reused while its roots and revoked serials are the
+     * same (a CRL's signature differs each time it is made, and the bundle
+     * goes out over xDS as Secret ROOTCA). Guarded by lock. */
+    char *bundle_cache;
+    char *bundle_key; /* roots PEM + revoked serials */
+    int64_t bundle_made_ms;
 };
+
+#define CRL_REFRESH_MS (12LL * 3600 * 1000) /* CRLs are valid for a day */
 
 /* ---- the decision ---- */
 
@@ -420,11 +428,14 @@ void ca_service_stop(ca_service *service)
         grpc_shutdown();
     }
     ca_close(service->authority);
+    free(service->bundle_cache);
+    free(service->bundle_key);
     pthread_mutex_destroy(&service->lock);
     free(service);
 }
 
-char *ca_service_bundle_pem(ca_service *service, char *error, size_t error_size)
+/* Roots, then one CRL per issuer in use listing the revoked, unexpired serials. */
+static char *make_bundle(ca_service *service, char *error, size_t error_size)
 {
     int64_t now = clock_wall_ms();
     model_certificate_list revoked_list;
@@ -451,6 +462,58 @@ char *ca_service_bundle_pem(ca_service *service, char *error, size_t error_size)
         snprintf(error, error_size, "out of memory");
     free(roots);
     free(crl);
+    return bundle;
+}
+
+/* The bundle as above, made again only when its roots or revoked serials
+ * changed, or its CRLs are half-way through their life. */
+char *ca_service_bundle_pem(ca_service *service, char *error, size_t error_size)
+{
+    int64_t now = clock_wall_ms();
+    model_certificate_list revoked_list;
+    store_error failure;
+    if (store_list_revoked_certificates(service->db, now, &revoked_list, &failure) != STORE_OK) {
+        snprintf(error, error_size, "%s", failure.message);
+        return NULL;
+    }
+    pthread_mutex_lock(&service->lock);
+    char *roots = ca_trust_bundle_pem(service->authority, now);
+    pthread_mutex_unlock(&service->lock);
+    char *key = NULL;
+    size_t length = 0;
+    FILE *out = open_memstream(&key, &length);
+    if (out != NULL) {
+        fputs(roots ? roots : "", out);
+        for (size_t i = 0; i < revoked_list.count; i++)
+            fprintf(out, "%s\n", revoked_list.items[i].serial);
+        fclose(out);
+    }
+    model_certificate_list_free(&revoked_list);
+    free(roots);
+    char *bundle = NULL;
+    pthread_mutex_lock(&service->lock);
+    bool fresh = key != NULL && service->bundle_key != NULL &&
+                 strcmp(key, service->bundle_key) == 0 &&
+                 now - service->bundle_made_ms < CRL_REFRESH_MS;
+    if (fresh)
+        bundle = strdup(service->bundle_cache);
+    pthread_mutex_unlock(&service->lock);
+    if (fresh) {
+        free(key);
+        return bundle;
+    }
+    bundle = make_bundle(service, error, error_size);
+    pthread_mutex_lock(&service->lock);
+    if (bundle != NULL && key != NULL) {
+        free(service->bundle_cache);
+        free(service->bundle_key);
+        service->bundle_cache = strdup(bundle);
+        service->bundle_key = key;
+        service->bundle_made_ms = now;
+        key = NULL;
+    }
+    pthread_mutex_unlock(&service->lock);
+    free(key);
     return bundle;
 }
 

@@ -122,6 +122,13 @@ static void notify_xds(void *context)
     xds_server_notify(context);
 }
 
+/* The CA's trust bundle, for the xDS Secret ROOTCA. */
+static char *trust_bundle(void *context)
+{
+    char error[256];
+    return ca_service_bundle_pem(context, error, sizeof(error));
+}
+
 /* The xDS server's and the CA's metrics, for /metrics. */
 static char *daemon_metrics(void *context)
 {
@@ -214,7 +221,7 @@ int main(int argc, char **argv)
     ca_service *authority = NULL;
     int xds_port = 0, tls_port = 0;
     xds_server_options xds_settings = {options.xds_addr, options.xds_debounce_ms,
-                                       options.xds_push_interval_ms};
+                                       options.xds_push_interval_ms, trust_bundle, NULL};
     /* Streams do not survive a restart: whatever the table says, nobody is connected. */
     store_error mark_error;
     store_mark_all_proxies_disconnected(db, clock_wall_ms(), &mark_error);
@@ -227,7 +234,8 @@ int main(int argc, char **argv)
                    db, &authority, &tls_port, error, sizeof(error)) != 0) {
         log_error("certificate authority: %s", error);
         exit_code = 1;
-    } else if (xds_server_start(&xds_settings, db, &xds, &xds_port, error, sizeof(error)) != 0) {
+    } else if ((xds_settings.trust_context = authority,
+                xds_server_start(&xds_settings, db, &xds, &xds_port, error, sizeof(error))) != 0) {
         log_error("xDS server: %s", error);
         exit_code = 1;
     } else if ((parts.xds = xds, parts.authority = authority,

@@ -14,6 +14,7 @@
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #define TYPE_PREFIX "type.googleapis.com/"
 
 static const char *const type_urls[XDS_TYPE_COUNT] = {
+    [XDS_SECRET] = TYPE_PREFIX "envoy.extensions.transport_sockets.tls.v3.Secret",
     [XDS_CLUSTER] = TYPE_PREFIX "envoy.config.cluster.v3.Cluster",
     [XDS_ENDPOINT] = TYPE_PREFIX "envoy.config.endpoint.v3.ClusterLoadAssignment",
     [XDS_LISTENER] = TYPE_PREFIX "envoy.config.listener.v3.Listener",
@@ -714,6 +716,35 @@ int translate_service(const translator_service *input, xds_resource_list *out)
     configuration.virtual_hosts = arena_alloc(&pool, sizeof(*configuration.virtual_hosts));
     configuration.virtual_hosts[0] = virtual_host(&pool, input);
     return emit(&pool, XDS_ROUTE, service->name, &configuration.base, out);
+}
+
+/* ---- the mesh's trust ---- */
+
+static Envoy__Config__Core__V3__DataSource *inline_text(arena *pool, const char *text)
+{
+    Envoy__Config__Core__V3__DataSource *source =
+        NEW(pool, Envoy__Config__Core__V3__DataSource, ENVOY__CONFIG__CORE__V3__DATA_SOURCE__INIT);
+    source->specifier_case = ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING;
+    source->inline_string = arena_text(pool, text);
+    return source;
+}
+
+int translate_root_secret(const char *roots_pem, const char *crl_pem, xds_resource_list *out)
+{
+    arena pool = {0};
+    Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext *validation =
+        NEW(&pool, Envoy__Extensions__TransportSockets__Tls__V3__CertificateValidationContext,
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__CERTIFICATE_VALIDATION_CONTEXT__INIT);
+    validation->trusted_ca = inline_text(&pool, roots_pem);
+    if (crl_pem != NULL && crl_pem[0] != '\0')
+        validation->crl = inline_text(&pool, crl_pem);
+    Envoy__Extensions__TransportSockets__Tls__V3__Secret secret =
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__INIT;
+    secret.name = arena_text(&pool, XDS_ROOT_SECRET);
+    secret.type_case =
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT;
+    secret.validation_context = validation;
+    return emit(&pool, XDS_SECRET, XDS_ROOT_SECRET, &secret.base, out);
 }
 
 /* ---- a proxy ---- */

@@ -11,6 +11,8 @@
  *                           the service's rules, then a default route to cluster S;
  *   Cluster S, S|k=v,...    EDS over ADS; one per label subset a split refers to;
  *   ClusterLoadAssignment   per cluster: healthy and draining endpoints, by zone.
+ * The mesh's trust, for every subscriber that asks for it:
+ *   Secret ROOTCA           validation context: the roots and the CRLs.
  * Per proxy profile (an atrium-proxy's service, namespace and ports):
  *   Listener "outbound"     127.0.0.1:<outbound port>, HCM with RDS "outbound";
  *   RouteConfiguration "outbound"  a virtual host per service the proxy may call;
@@ -26,9 +28,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Resource types, in make-before-break push order. */
+/* Resource types, in make-before-break push order (secrets before the
+ * clusters and listeners that refer to them). */
 typedef enum xds_type {
-    XDS_CLUSTER = 0,
+    XDS_SECRET = 0,
+    XDS_CLUSTER,
     XDS_ENDPOINT,
     XDS_LISTENER,
     XDS_ROUTE,
@@ -85,6 +89,12 @@ typedef struct proxy_profile {
  * "outbound"). Returns 0, or -1 when out of memory. */
 int translate_proxy(const proxy_profile *profile, const translator_service *callable,
                     size_t callable_count, xds_resource_list *out);
+
+#define XDS_ROOT_SECRET "ROOTCA"
+
+/* Appends Secret ROOTCA: a validation context trusting roots_pem, with the
+ * CRLs of crl_pem (may be empty). Returns 0, or -1 when out of memory. */
+int translate_root_secret(const char *roots_pem, const char *crl_pem, xds_resource_list *out);
 
 /* The name of the cluster of a label subset: "S|k=v" or "S|k1=v1,k2=v2".
  * Returns a new string (free()). */

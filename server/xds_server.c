@@ -1445,6 +1445,29 @@ static void schedule_push(xds_server *server)
     server->push_at_ms = at > earliest ? at : earliest;
 }
 
+/* Secret ROOTCA follows the CA: rotations, revocations and a retiring old
+ * root change the bundle; identical bytes change nothing. */
+static void refresh_trust(xds_server *server)
+{
+    if (server->options.trust == NULL)
+        return;
+    char *bundle = server->options.trust(server->options.trust_context);
+    if (bundle == NULL)
+        return;
+    char *crl = strstr(bundle, "-----BEGIN X509 CRL-----");
+    char *roots = crl ? strndup(bundle, (size_t)(crl - bundle)) : strdup(bundle);
+    xds_resource_list resources = {0};
+    if (roots != NULL && translate_root_secret(roots, crl ? crl : "", &resources) == 0) {
+        xds_cache_replace_owner(server->shared, "atrium-ca", &resources, note_shared_change,
+                                server);
+        if (server->changed[XDS_SECRET] != NULL && string_map_count(server->changed[XDS_SECRET]))
+            schedule_push(server);
+    }
+    xds_resource_list_clear(&resources);
+    free(roots);
+    free(bundle);
+}
+
 static void run_timers(xds_server *server)
 {
     int64_t now = clock_monotonic_ms();
@@ -1453,6 +1476,7 @@ static void run_timers(xds_server *server)
         push_all(server);
     }
     if (now >= server->flush_at_ms) {
+        refresh_trust(server);
         flush_status(server, false);
         server->flush_at_ms = now + STATUS_FLUSH_MS;
     }
@@ -1578,6 +1602,7 @@ int xds_server_start(const xds_server_options *options, store *db, xds_server **
         xds_server_stop(server);
         return -1;
     }
+    refresh_trust(server);
     for (int type = 0; type < XDS_TYPE_COUNT; type++) { /* no stream yet: nothing to push */
         string_map_free(server->changed[type]);
         server->changed[type] = NULL;

@@ -19,10 +19,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The mesh's trust bundle (roots, then CRLs), PEM, for Secret ROOTCA; a new
+ * string the caller frees, or NULL. Called on the xDS thread once a second. */
+typedef char *(*xds_trust_source)(void *context);
+
 typedef struct xds_server_options {
     const char *address;      /* host:port; port 0 picks a free one */
     int debounce_ms;          /* changes within this window are one push (default 100) */
     int min_push_interval_ms; /* at most one push per interval (default 100) */
+    xds_trust_source trust;   /* may be NULL: no Secret ROOTCA */
+    void *trust_context;
 } xds_server_options;
 
 typedef struct xds_server xds_server;

@@ -33,6 +33,7 @@
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/rpc/status.pb-c.h"
@@ -73,6 +74,7 @@
 #define EDS "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 #define LDS "type.googleapis.com/envoy.config.listener.v3.Listener"
 #define RDS "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+#define SDS "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 typedef Envoy__Config__Core__V3__Node node_t;
 typedef Envoy__Service__Discovery__V3__DiscoveryRequest sotw_request_t;
@@ -755,6 +757,8 @@ static const ProtobufCMessageDescriptor *descriptor_of(const char *type_url)
         return &envoy__config__listener__v3__listener__descriptor;
     if (strcmp(type_url, RDS) == 0)
         return &envoy__config__route__v3__route_configuration__descriptor;
+    if (strcmp(type_url, SDS) == 0)
+        return &envoy__extensions__transport_sockets__tls__v3__secret__descriptor;
     fail_msg("unexpected type URL %s", type_url);
     return NULL;
 }
@@ -1342,6 +1346,36 @@ static void test_sotw_stale_nonce(void **state)
     assert_int_equal(ads_close(stream), GRPC_STATUS_OK);
 }
 
+/* Secret ROOTCA: the CA's roots and CRL as a validation context; the bytes
+ * are stable, so an ACKed secret is not sent again. */
+static void test_sotw_root_secret(void **state)
+{
+    (void)state;
+    ads_stream *stream = ads_open(false);
+    node_t node = plain_node("sotw-secret");
+    sotw_send(stream, &node, SDS, NAMES("ROOTCA"), NULL, NULL, NULL);
+    sotw_response_t *response = SOTW_EXPECT(stream);
+    assert_string_equal(response->type_url, SDS);
+    assert_int_equal(response->n_resources, 1);
+    Envoy__Extensions__TransportSockets__Tls__V3__Secret *secret =
+        (Envoy__Extensions__TransportSockets__Tls__V3__Secret *)sotw_find(response, "ROOTCA");
+    assert_non_null(secret);
+    assert_int_equal(
+        secret->type_case,
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT);
+    assert_non_null(secret->validation_context->trusted_ca);
+    assert_non_null(strstr(secret->validation_context->trusted_ca->inline_string,
+                           "-----BEGIN CERTIFICATE-----"));
+    assert_null(strstr(secret->validation_context->trusted_ca->inline_string, "X509 CRL"));
+    assert_non_null(secret->validation_context->crl);
+    assert_non_null(
+        strstr(secret->validation_context->crl->inline_string, "-----BEGIN X509 CRL-----"));
+    sotw_ack(stream, response, NAMES("ROOTCA"));
+    sleep_ms(1500); /* the secret is refreshed once a second */
+    SOTW_EXPECT_NONE(stream);
+    assert_int_equal(ads_close(stream), GRPC_STATUS_OK);
+}
+
 /* (4) RDS, EDS (and LDS) by name: only the names asked for. */
 static void test_sotw_by_name(void **state)
 {
@@ -1893,6 +1927,7 @@ int main(void)
         cmocka_unit_test_teardown(test_sotw_nack, test_teardown),
         cmocka_unit_test_teardown(test_sotw_stale_nonce, test_teardown),
         cmocka_unit_test_teardown(test_sotw_by_name, test_teardown),
+        cmocka_unit_test_teardown(test_sotw_root_secret, test_teardown),
     };
     const struct CMUnitTest delta[] = {
         cmocka_unit_test_teardown(test_delta_wildcard_clusters, test_teardown),
