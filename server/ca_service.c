@@ -63,6 +63,8 @@ struct ca_service {
     char *bundle_cache;
     char *bundle_key; /* roots PEM + revoked serials */
     int64_t bundle_made_ms;
+    /* Rotations so far, and the one the TLS port's certificates reflect. */
+    unsigned generation, served_generation;
 };
 
 #define CRL_REFRESH_MS (12LL * 3600 * 1000) /* CRLs are valid for a day */
@@ -114,6 +116,8 @@ static grpc_status_code create_certificate(ca_service *service, grpc_call *call,
         return GRPC_STATUS_INVALID_ARGUMENT;
     }
     grpc_status_code status = GRPC_STATUS_OK;
+    bool token_hash_ready = false;
+    uint8_t token_hash[MODEL_TOKEN_HASH_SIZE];
     if (request->token != NULL && request->token[0] != '\0') {
         /* First certificate: the token must admit exactly this identity. */
         uint8_t hash[MODEL_TOKEN_HASH_SIZE];
@@ -140,9 +144,9 @@ static grpc_status_code create_certificate(ca_service *service, grpc_call *call,
             snprintf(why, why_size, "the join token admits %s, the CSR asks for %s",
                      admitted ? admitted : "?", identity);
             status = GRPC_STATUS_PERMISSION_DENIED;
-        } else if (store_consume_join_token(service->db, hash, now, NULL, &error) != STORE_OK) {
-            snprintf(why, why_size, "%s", error.message); /* expired or used up */
-            status = GRPC_STATUS_PERMISSION_DENIED;
+        } else {
+            token_hash_ready = true; /* consumed once the CSR has been signed */
+            memcpy(token_hash, hash, sizeof(hash));
         }
         free(admitted);
         model_join_token_list_free(&tokens);
@@ -193,6 +197,15 @@ static grpc_status_code create_certificate(ca_service *service, grpc_call *call,
         if (signed_ok != 0) {
             snprintf(why, why_size, "%s", reason);
             status = GRPC_STATUS_INVALID_ARGUMENT;
+        } else if (token_hash_ready && store_consume_join_token(service->db, token_hash, now, NULL,
+                                                                &error) != STORE_OK) {
+            /* Checked before signing, used up by a concurrent request since:
+             * the certificate is thrown away. */
+            snprintf(why, why_size, "%s", error.message);
+            status = GRPC_STATUS_PERMISSION_DENIED;
+            free(*chain);
+            free(*bundle);
+            *chain = *bundle = NULL;
         } else if (*bundle == NULL ||
                    store_record_certificate(service->db, &record, NULL, &error) != STORE_OK) {
             snprintf(why, why_size, "could not record the certificate");
@@ -323,6 +336,49 @@ static void *serve(void *context)
     return NULL;
 }
 
+/* ---- the serving certificate ---- */
+
+/* grpc's certificate-config fetcher: a new serving certificate (and the
+ * current roots for client certificates) whenever the CA rotated since the
+ * last one; otherwise unchanged. Called on grpc's threads. */
+static grpc_ssl_certificate_config_reload_status
+fetch_serving_config(void *user_data, grpc_ssl_server_certificate_config **config)
+{
+    ca_service *service = user_data;
+    pthread_mutex_lock(&service->lock);
+    if (service->served_generation == service->generation) {
+        pthread_mutex_unlock(&service->lock);
+        return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+    }
+    int64_t now = clock_wall_ms();
+    char identity[512], error[256];
+    snprintf(identity, sizeof(identity), "spiffe://%s%s", service->trust_domain, SERVER_IDENTITY);
+    char *key = NULL, *chain = NULL;
+    model_certificate record;
+    memset(&record, 0, sizeof(record));
+    int issued =
+        ca_issue_server_certificate(service->authority, identity, "127.0.0.1", CA_LEAF_TTL_MAX_S,
+                                    now, &key, &chain, &record, error, sizeof(error));
+    char *roots = issued == 0 ? ca_trust_bundle_pem(service->authority, now) : NULL;
+    if (roots != NULL) {
+        grpc_ssl_pem_key_cert_pair pair = {key, chain};
+        *config = grpc_ssl_server_certificate_config_create(roots, &pair, 1);
+        service->served_generation = service->generation;
+    }
+    pthread_mutex_unlock(&service->lock);
+    store_error failure;
+    if (roots != NULL)
+        store_record_certificate(service->db, &record, NULL, &failure);
+    else
+        log_error("cannot issue atriumd's serving certificate: %s", error);
+    model_certificate_clear(&record);
+    free(key);
+    free(chain);
+    free(roots);
+    return roots != NULL ? GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW
+                         : GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
+}
+
 /* ---- lifecycle ---- */
 
 int ca_service_start(const ca_service_options *options, store *db, ca_service **out,
@@ -347,50 +403,24 @@ int ca_service_start(const ca_service_options *options, store *db, ca_service **
         ca_service_stop(service);
         return -1;
     }
-    /* atriumd's own serving certificate, from the same CA. */
-    char *server_identity = NULL, *key = NULL, *chain = NULL, *bundle = NULL;
-    model_certificate record;
-    memset(&record, 0, sizeof(record));
-    size_t length =
-        strlen("spiffe://") + strlen(service->trust_domain) + strlen(SERVER_IDENTITY) + 1;
-    server_identity = malloc(length);
-    if (server_identity != NULL)
-        snprintf(server_identity, length, "spiffe://%s%s", service->trust_domain, SERVER_IDENTITY);
-    int issued = server_identity
-                     ? ca_issue_server_certificate(service->authority, server_identity, "127.0.0.1",
-                                                   CA_LEAF_TTL_MAX_S, now, &key, &chain, &record,
-                                                   error, error_size)
-                     : -1;
-    bundle = issued == 0 ? ca_trust_bundle_pem(service->authority, now) : NULL;
-    store_error store_failure;
-    if (issued == 0 && bundle != NULL)
-        store_record_certificate(db, &record, NULL, &store_failure);
-    model_certificate_clear(&record);
-    free(server_identity);
-    if (bundle == NULL) {
-        if (issued == 0)
-            snprintf(error, error_size, "cannot build the trust bundle");
-        free(key);
-        free(chain);
-        ca_service_stop(service);
-        return -1;
-    }
     grpc_init();
     service->queue = grpc_completion_queue_create_for_next(NULL);
     service->grpc = grpc_server_create(NULL, NULL);
     grpc_server_register_completion_queue(service->grpc, service->queue, NULL);
     service->method = grpc_server_register_method(service->grpc, METHOD, NULL,
                                                   GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    grpc_ssl_pem_key_cert_pair pair = {key, chain};
-    grpc_server_credentials *credentials = grpc_ssl_server_credentials_create_ex(
-        bundle, &pair, 1, GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
+    /* The serving certificate and the client roots come from a fetcher that
+     * grpc asks before handshakes: after a rotation it issues a new serving
+     * certificate and trusts the new roots, without a restart. */
+    service->generation = 1; /* served_generation 0: the first fetch issues one */
+    grpc_server_credentials *credentials = grpc_ssl_server_credentials_create_with_options(
+        grpc_ssl_server_credentials_create_options_using_config_fetcher(
+            GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY, fetch_serving_config, service));
     int port = grpc_server_add_http2_port(service->grpc, options->address, credentials);
     grpc_server_credentials_release(credentials);
-    free(key);
-    free(chain);
-    free(bundle);
     if (port == 0) {
-        snprintf(error, error_size, "cannot listen on %s", options->address);
+        snprintf(error, error_size, "cannot listen on %s (or no serving certificate: see the log)",
+                 options->address);
         ca_service_stop(service);
         return -1;
     }
@@ -523,6 +553,11 @@ int ca_service_rotate(ca_service *service, bool root, char *error, size_t error_
     pthread_mutex_lock(&service->lock);
     int result = root ? ca_rotate_root(service->authority, now, error, error_size)
                       : ca_rotate_issuer(service->authority, now, error, error_size);
+    if (result == 0) {
+        service->generation++;     /* new serving certificate and roots on the TLS port */
+        free(service->bundle_key); /* a new issuer needs its CRL in the bundle */
+        service->bundle_key = NULL;
+    }
     pthread_mutex_unlock(&service->lock);
     return result;
 }

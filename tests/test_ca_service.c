@@ -49,11 +49,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef OPENSSL_CLI
+#define OPENSSL_CLI "openssl"
+#endif
+#define OPENSSL_TIMEOUT "timeout 30 " OPENSSL_CLI
 #define TRUST_DOMAIN    "atrium.local"
 #define IDENTITY_PREFIX "spiffe://" TRUST_DOMAIN "/ns/default/sa/"
 #define CALL_TIMEOUT_MS 10000
 #define HTTP_TIMEOUT_S  15L
-#define OPENSSL_TIMEOUT "timeout 30 openssl"
 #define RESTART_WAIT_MS 10000
 #define POLL_MS         50
 #define MAX_OWNED       512
