@@ -14,10 +14,10 @@
 typedef struct ca_client ca_client;
 
 typedef struct ca_client_options {
-    const char *address;        /* host:port of atriumd's TLS port, e.g. 127.0.0.1:15012 */
-    const char *trust_bundle;   /* PEM roots that atriumd's serving certificate must chain to */
-    const char *client_key;     /* PEM; with client_chain, presented for renewals (may be NULL) */
-    const char *client_chain;   /* PEM leaf + intermediate (may be NULL) */
+    const char *address;      /* host:port of atriumd's TLS port, e.g. 127.0.0.1:15012 */
+    const char *trust_bundle; /* PEM roots that atriumd's serving certificate must chain to */
+    const char *client_key;   /* PEM; with client_chain, presented for renewals (may be NULL) */
+    const char *client_chain; /* PEM leaf + intermediate (may be NULL) */
 } ca_client_options;
 
 /* Opens a channel (one TLS connection, reused for every call). NULL with the
@@ -26,10 +26,10 @@ ca_client *ca_client_new(const ca_client_options *options, char *error, size_t e
 void ca_client_free(ca_client *client);
 
 typedef struct ca_client_result {
-    int status;                /* the gRPC status code: 0 OK, 7 PERMISSION_DENIED, 3 INVALID_ARGUMENT, ... */
-    char message[512];         /* the status details when not OK */
-    char *cert_chain_pem;      /* when OK: leaf + intermediate; the caller frees */
-    char *trust_bundle_pem;    /* when OK; the caller frees */
+    int status; /* the gRPC status code: 0 OK, 7 PERMISSION_DENIED, 3 INVALID_ARGUMENT, ... */
+    char message[512];      /* the status details when not OK */
+    char *cert_chain_pem;   /* when OK: leaf + intermediate; the caller frees */
+    char *trust_bundle_pem; /* when OK; the caller frees */
 } ca_client_result;
 
 /* Sends one CreateCertificate (token may be NULL or ""; ttl_s 0 for the CA's

@@ -9,6 +9,7 @@
  */
 #include "api_client.h"
 #include "apply.h"
+#include "cert_issue.h"
 #include "table.h"
 #include "yaml_json.h"
 
@@ -48,6 +49,9 @@ static const char usage[] =
     "                                    a join token for SERVICE's identity (secret shown once)\n"
     "  token list | token revoke ID\n"
     "  cert list [--identity SPIFFE-ID] | cert revoke SERIAL\n"
+    "  cert issue --service S [--namespace NS] [--token T] [--ttl SECONDS] [--ca-addr HOST:PORT]\n"
+    "      [--trust-domain TD] --out DIR  key made here, CSR signed by the CA: DIR/key.pem, "
+    "cert.pem\n"
     "  ca bundle                         the trust bundle (roots and CRL), PEM\n"
     "  ca rotate [--root]                replace the issuing certificate (or start a root "
     "rotation)\n"
@@ -371,6 +375,36 @@ static int command_cert(api_client *client, const settings *config, int argc, ch
             return fail("%s", "usage: atriumctl cert list [--identity SPIFFE-ID]");
         }
         return run(client, config, "GET", path, NULL, print_certificates, NULL);
+    }
+    if (argc >= 1 && strcmp(argv[0], "issue") == 0) {
+        cert_issue_request request = {"127.0.0.1:15012", NULL, NULL, NULL, NULL, 0, NULL};
+        for (int i = 1; i < argc; i++) {
+            if (i + 1 >= argc)
+                return fail("%s needs a value", argv[i]);
+            const char *option = argv[i], *value = argv[++i];
+            if (strcmp(option, "--service") == 0)
+                request.service = value;
+            else if (strcmp(option, "--namespace") == 0)
+                request.namespace_name = value;
+            else if (strcmp(option, "--token") == 0)
+                request.token = value;
+            else if (strcmp(option, "--ttl") == 0)
+                request.ttl_s = (uint32_t)strtoul(value, NULL, 10);
+            else if (strcmp(option, "--ca-addr") == 0)
+                request.ca_address = value;
+            else if (strcmp(option, "--trust-domain") == 0)
+                request.trust_domain = value;
+            else if (strcmp(option, "--out") == 0)
+                request.out_dir = value;
+            else
+                return fail("unknown option %s (see --help)", option);
+        }
+        if (request.service == NULL || request.out_dir == NULL)
+            return fail("%s", "usage: atriumctl cert issue --service S --out DIR [options]");
+        char error[1024];
+        if (cert_issue(client, &request, stdout, error, sizeof(error)) != 0)
+            return fail("%s", error);
+        return 0;
     }
     if (argc == 2 && strcmp(argv[0], "revoke") == 0) {
         snprintf(path, sizeof(path), "/v1/certs/%s/revoke", argv[1]);

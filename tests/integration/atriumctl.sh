@@ -28,8 +28,9 @@ pid=$!
 for _ in $(seq 1 100); do grep -q ' ready ' "$work/atriumd.log" && break; sleep 0.05; done
 port=$(sed -n 's/.*admin REST API listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/atriumd.log")
 [ -n "$port" ] || { cat "$work/atriumd.log"; exit 1; }
+tls_port=$(sed -n 's/.*CA (CreateCertificate.* listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/atriumd.log")
 ctl() { "$atriumctl" --addr "127.0.0.1:$port" --data-dir "$work/data" "$@"; }
-export atriumctl port work
+export atriumctl port work tls_port
 export -f ctl  # the checks below run in `bash -c`
 revision() { ctl revision | sed -n 's/.*revision \([0-9]*\).*/\1/p'; }
 
@@ -97,6 +98,19 @@ check "token revoke" bash -c "id=\$(ctl -o json token list | sed -n 's/.*\"id\":
   ctl token revoke \$id | grep -q revoked && ! ctl token revoke \$id 2>/dev/null"
 check "cert list (empty) and revoking an unknown serial fails" bash -c "ctl cert list | grep -q '^SERIAL' && \
   ! ctl cert revoke 00ff 2>/dev/null"
+
+check "cert issue: key made here (0600), chain with exactly the SPIFFE ID" bash -c "\
+  ctl cert issue --service productpage --ca-addr 127.0.0.1:\$tls_port --out $work/issued >/dev/null && \
+  test \$(stat -c %a $work/issued/key.pem) = 600 && \
+  openssl x509 -in $work/issued/cert.pem -noout -ext subjectAltName | grep -q 'URI:spiffe://atrium.local/ns/default/sa/productpage$' && \
+  openssl verify -CAfile $work/issued/bundle.pem -untrusted $work/issued/cert.pem $work/issued/cert.pem >/dev/null"
+check "cert issue with an unknown token: refused with the reason" bash -c "\
+  out=\$(ctl cert issue --service productpage --token nope --ca-addr 127.0.0.1:\$tls_port --out $work/refused 2>&1); \
+  test \$? -eq 1 && grep -q 'unknown join token' <<<\"\$out\""
+check "the issued certificate is listed" bash -c "ctl cert list --identity spiffe://atrium.local/ns/default/sa/productpage | grep -q productpage"
+check "ca rotate, then the bundle still verifies the issued certificate" bash -c "\
+  ctl ca rotate | grep -q issuer && ctl ca bundle | sed '/BEGIN X509 CRL/,\$d' > $work/roots.pem && \
+  openssl verify -CAfile $work/roots.pem -untrusted $work/issued/cert.pem $work/issued/cert.pem >/dev/null"
 
 # credentials and address
 check "ATRIUM_ADDR and ATRIUM_TOKEN" bash -c "ATRIUM_ADDR=127.0.0.1:$port ATRIUM_TOKEN=\$(cat $work/data/admin.token) \
