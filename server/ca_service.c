@@ -397,8 +397,13 @@ int ca_service_start(const ca_service_options *options, store *db, ca_service **
     char directory[4096];
     snprintf(directory, sizeof(directory), "%s/ca", options->data_dir);
     int64_t now = clock_wall_ms();
-    ca_options settings = {
-        .directory = directory, .trust_domain = service->trust_domain, .now_ms = now};
+    ca_options settings = {.directory = directory,
+                           .trust_domain = service->trust_domain,
+                           .root_cert = options->root_cert,
+                           .root_key = options->root_key,
+                           .issuer_cert = options->issuer_cert,
+                           .issuer_key = options->issuer_key,
+                           .now_ms = now};
     if (ca_open(&settings, &service->authority, error, error_size) != 0) {
         ca_service_stop(service);
         return -1;

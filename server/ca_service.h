@@ -24,6 +24,8 @@ typedef struct ca_service_options {
     const char *address;      /* host:port of the TLS listener; port 0 picks one */
     const char *data_dir;     /* the CA lives in <data_dir>/ca */
     const char *trust_domain; /* NULL: atrium.local */
+    /* An operator's CA (plug-in), all four or none; used at the CA's first start. */
+    const char *root_cert, *root_key, *issuer_cert, *issuer_key;
 } ca_service_options;
 
 typedef struct ca_service ca_service;

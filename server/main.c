@@ -122,6 +122,12 @@ static void notify_xds(void *context)
     xds_server_notify(context);
 }
 
+/* An empty setting as "not given". */
+static const char *or_null(const char *text)
+{
+    return text[0] != '\0' ? text : NULL;
+}
+
 /* The CA's trust bundle, for the xDS Secret ROOTCA. */
 static char *trust_bundle(void *context)
 {
@@ -230,7 +236,10 @@ int main(int argc, char **argv)
         log_error("cannot set up signal handling and timers");
         exit_code = 1;
     } else if (ca_service_start(
-                   &(ca_service_options){options.tls_addr, options.data_dir, options.trust_domain},
+                   &(ca_service_options){
+                       options.tls_addr, options.data_dir, options.trust_domain,
+                       or_null(options.ca_root_cert), or_null(options.ca_root_key),
+                       or_null(options.ca_issuer_cert), or_null(options.ca_issuer_key)},
                    db, &authority, &tls_port, error, sizeof(error)) != 0) {
         log_error("certificate authority: %s", error);
         exit_code = 1;

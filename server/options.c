@@ -43,6 +43,10 @@ static const setting settings[] = {
     {"synchronous", SETTING_SYNCHRONOUS, 0, 0},
     TEXT_SETTING("log-level", SETTING_LEVEL, log_level),
     TEXT_SETTING("trust-domain", SETTING_TEXT, trust_domain),
+    TEXT_SETTING("ca-root-cert", SETTING_TEXT, ca_root_cert),
+    TEXT_SETTING("ca-root-key", SETTING_TEXT, ca_root_key),
+    TEXT_SETTING("ca-issuer-cert", SETTING_TEXT, ca_issuer_cert),
+    TEXT_SETTING("ca-issuer-key", SETTING_TEXT, ca_issuer_key),
     {"xds-debounce-ms", SETTING_MILLISECONDS, offsetof(atriumd_options, xds_debounce_ms),
      sizeof(int)},
     {"xds-push-interval-ms", SETTING_MILLISECONDS, offsetof(atriumd_options, xds_push_interval_ms),
@@ -64,6 +68,9 @@ const char *atriumd_options_usage(void)
            "  --synchronous MODE     SQLite durability: normal (default) or full\n"
            "  --log-level LEVEL      debug, info (default), warn or error\n"
            "  --trust-domain NAME    of workload SPIFFE IDs (default atrium.local)\n"
+           "  --ca-root-cert FILE --ca-root-key FILE --ca-issuer-cert FILE --ca-issuer-key FILE\n"
+           "                         an operator's root and issuing CA, copied into the data\n"
+           "                         directory at the CA's first start (all four or none)\n"
            "  --xds-debounce-ms N    changes within N ms become one xDS push (default 100)\n"
            "  --xds-push-interval-ms N  at most one xDS push per N ms (default 100)\n"
            "  --help                 show this text\n";

@@ -20,6 +20,9 @@ typedef struct atriumd_options {
     int xds_push_interval_ms;         /* at most one push per interval (100) */
     char log_level[16];               /* debug | info | warn | error */
     char trust_domain[256];           /* of SPIFFE IDs, default atrium.local */
+    /* An operator's CA (all four or none), used at the CA's first start. */
+    char ca_root_cert[OPTIONS_TEXT_MAX], ca_root_key[OPTIONS_TEXT_MAX];
+    char ca_issuer_cert[OPTIONS_TEXT_MAX], ca_issuer_key[OPTIONS_TEXT_MAX];
     bool show_help;
 } atriumd_options;
 

@@ -115,5 +115,39 @@ check "port in use: exit non-zero with the address" \
   bash -c "test $taken_status -ne 0 && grep -q 'cannot listen on 127.0.0.1:$port' '$work/taken.log'"
 stop_atriumd TERM
 
+# 7. An operator's CA (plug-in): its root is the trust anchor; keys 0600 are
+#    required, and atriumd refuses to start when a CA key is readable by others.
+pki=$work/pki
+mkdir -p "$pki"
+(
+  cd "$pki"
+  openssl ecparam -name prime256v1 -genkey -noout -out root.key
+  openssl req -x509 -new -key root.key -subj "/CN=Operator Root" -days 3650 -out root.pem \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+  openssl ecparam -name prime256v1 -genkey -noout -out issuer.key
+  openssl req -new -key issuer.key -subj "/CN=Operator Issuer" -out issuer.csr
+  printf 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n' >issuer.ext
+  openssl x509 -req -in issuer.csr -CA root.pem -CAkey root.key -CAcreateserial -days 365 \
+    -out issuer.pem -extfile issuer.ext
+  chmod 600 root.key issuer.key
+) >/dev/null 2>&1
+start_atriumd "$work/plugin.log" --data-dir "$work/plugin" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 \
+  --tls-addr 127.0.0.1:0 --ca-root-cert "$pki/root.pem" --ca-root-key "$pki/root.key" \
+  --ca-issuer-cert "$pki/issuer.pem" --ca-issuer-key "$pki/issuer.key"
+check "plug-in CA: the bundle's root is the operator's" bash -c "\
+  curl -s -H \"Authorization: Bearer \$(cat '$work/plugin/admin.token')\" http://127.0.0.1:$port/v1/ca/bundle | \
+  openssl x509 -noout -fingerprint -sha256 | cmp -s - <(openssl x509 -in '$pki/root.pem' -noout -fingerprint -sha256)"
+check "CA key files are 0600" bash -c "test \$(stat -c %a '$work/plugin/ca/root.key') = 600 && \
+  test \$(stat -c %a '$work/plugin/ca/issuer.key') = 600"
+stop_atriumd TERM
+chmod 644 "$work/plugin/ca/issuer.key"
+set +e
+"$atriumd" --data-dir "$work/plugin" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 --tls-addr 127.0.0.1:0 \
+  2>"$work/readable.log"
+readable_status=$?
+set -e
+check "a CA key readable by others: atriumd refuses to start, naming the file" \
+  bash -c "test $readable_status -ne 0 && grep -q 'issuer.key' '$work/readable.log'"
+
 echo "$passes passed, $failures failed"
 [ "$failures" -eq 0 ]
