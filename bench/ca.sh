@@ -56,7 +56,8 @@ pid=$!
 rest_port= tls_port=
 for _ in $(seq 1 200); do
   rest_port=$(sed -n 's/.*admin REST API listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/atriumd.log")
-  tls_port=$(sed -n 's/.*CA (CreateCertificate, TLS, trust domain atrium\.local) listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/atriumd.log")
+  # "CA (CreateCertificate, TLS, trust domain atrium.local)[ and ...] listening on 127.0.0.1:<port>"
+  tls_port=$(sed -n 's/.*CA (CreateCertificate, TLS, trust domain atrium\.local).* listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/atriumd.log")
   [ -n "$rest_port" ] && [ -n "$tls_port" ] && [ -s "$work/data/admin.token" ] && break
   kill -0 "$pid" 2>/dev/null || break
   sleep 0.05

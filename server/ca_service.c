@@ -27,7 +27,7 @@
 #define METHOD          "/atrium.ca.v1.CertificateService/CreateCertificate"
 #define SERVER_IDENTITY "/ns/atrium-system/sa/atriumd"
 
-typedef enum tag_kind { TAG_ACCEPT, TAG_DONE, TAG_SHUTDOWN } tag_kind;
+typedef enum tag_kind { TAG_ACCEPT, TAG_DONE } tag_kind;
 
 typedef struct tag {
     tag_kind kind;
@@ -55,7 +55,7 @@ struct ca_service {
     grpc_completion_queue *queue;
     void *method;
     pthread_t thread;
-    tag shutdown_tag;
+    bool running;
     atomic_long issued, refused;
     /* The last bundle, reused while its roots and revoked serials are the
      * same (a CRL's signature differs each time it is made, and the bundle
@@ -83,6 +83,21 @@ static char *peer_certificate(grpc_call *call)
     char *pem = property ? strndup(property->value, property->value_length) : NULL;
     grpc_auth_context_release(context);
     return pem;
+}
+
+/* Whether the call came over TLS (the listener also has a plaintext port). */
+static bool over_tls(grpc_call *call)
+{
+    grpc_auth_context *context = grpc_call_auth_context(call);
+    if (context == NULL)
+        return false;
+    grpc_auth_property_iterator properties =
+        grpc_auth_context_find_properties_by_name(context, "transport_security_type");
+    const grpc_auth_property *property = grpc_auth_property_iterator_next(&properties);
+    bool tls =
+        property != NULL && property->value_length == 3 && memcmp(property->value, "ssl", 3) == 0;
+    grpc_auth_context_release(context);
+    return tls;
 }
 
 /* Whether serial is revoked (a revoked certificate cannot renew). */
@@ -267,11 +282,15 @@ static void answer(ca_service *service, unary_call *pending)
                                                                      GRPC_SLICE_START_PTR(slice));
         grpc_slice_unref(slice);
     }
-    if (request != NULL) {
+    if (request != NULL && !over_tls(pending->call)) {
+        status = GRPC_STATUS_UNAUTHENTICATED;
+        snprintf(why, sizeof(why), "the certificate service answers on atriumd's TLS port only");
+    } else if (request != NULL) {
         status =
             create_certificate(service, pending->call, request, &chain, &bundle, why, sizeof(why));
-        atrium__ca__v1__create_certificate_request__free_unpacked(request, NULL);
     }
+    if (request != NULL)
+        atrium__ca__v1__create_certificate_request__free_unpacked(request, NULL);
     grpc_op ops[4];
     memset(ops, 0, sizeof(ops));
     size_t count = 0;
@@ -309,24 +328,18 @@ static void answer(ca_service *service, unary_call *pending)
 static void *serve(void *context)
 {
     ca_service *service = context;
-    bool shutting_down = false;
     for (;;) {
         grpc_event event =
             grpc_completion_queue_next(service->queue, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (event.type == GRPC_QUEUE_SHUTDOWN)
             break;
         tag *done = event.tag;
-        if (done->kind == TAG_SHUTDOWN) {
-            shutting_down = true;
-            grpc_completion_queue_shutdown(service->queue);
-            continue;
-        }
         unary_call *pending = done->call;
         if (done->kind == TAG_DONE) {
             free_call(pending);
             continue;
         }
-        if (event.success && !shutting_down) {
+        if (event.success) {
             answer(service, pending);
             request_call(service);
         } else {
@@ -381,8 +394,8 @@ fetch_serving_config(void *user_data, grpc_ssl_server_certificate_config **confi
 
 /* ---- lifecycle ---- */
 
-int ca_service_start(const ca_service_options *options, store *db, ca_service **out,
-                     int *bound_port, char *error, size_t error_size)
+int ca_service_open(const ca_service_options *options, store *db, ca_service **out, char *error,
+                    size_t error_size)
 {
     *out = NULL;
     ca_service *service = calloc(1, sizeof(*service));
@@ -396,49 +409,52 @@ int ca_service_start(const ca_service_options *options, store *db, ca_service **
              options->trust_domain ? options->trust_domain : CA_DEFAULT_TRUST_DOMAIN);
     char directory[4096];
     snprintf(directory, sizeof(directory), "%s/ca", options->data_dir);
-    int64_t now = clock_wall_ms();
     ca_options settings = {.directory = directory,
                            .trust_domain = service->trust_domain,
                            .root_cert = options->root_cert,
                            .root_key = options->root_key,
                            .issuer_cert = options->issuer_cert,
                            .issuer_key = options->issuer_key,
-                           .now_ms = now};
+                           .now_ms = clock_wall_ms()};
     if (ca_open(&settings, &service->authority, error, error_size) != 0) {
         ca_service_stop(service);
         return -1;
     }
-    grpc_init();
-    service->queue = grpc_completion_queue_create_for_next(NULL);
-    service->grpc = grpc_server_create(NULL, NULL);
-    grpc_server_register_completion_queue(service->grpc, service->queue, NULL);
-    service->method = grpc_server_register_method(service->grpc, METHOD, NULL,
-                                                  GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    service->generation = 1; /* served_generation 0: the first fetch issues one */
+    *out = service;
+    return 0;
+}
+
+grpc_server_credentials *ca_service_credentials(ca_service *service)
+{
     /* The serving certificate and the client roots come from a fetcher that
      * grpc asks before handshakes: after a rotation it issues a new serving
-     * certificate and trusts the new roots, without a restart. */
-    service->generation = 1; /* served_generation 0: the first fetch issues one */
-    grpc_server_credentials *credentials = grpc_ssl_server_credentials_create_with_options(
+     * certificate and trusts the new roots, without a restart. Client
+     * certificates are requested, and verified when presented: a first
+     * certificate is asked for without one. */
+    return grpc_ssl_server_credentials_create_with_options(
         grpc_ssl_server_credentials_create_options_using_config_fetcher(
             GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY, fetch_serving_config, service));
-    int port = grpc_server_add_http2_port(service->grpc, options->address, credentials);
-    grpc_server_credentials_release(credentials);
-    if (port == 0) {
-        snprintf(error, error_size, "cannot listen on %s (or no serving certificate: see the log)",
-                 options->address);
-        ca_service_stop(service);
-        return -1;
-    }
-    grpc_server_start(service->grpc);
-    service->shutdown_tag = (tag){TAG_SHUTDOWN, NULL};
+}
+
+void ca_service_attach(ca_service *service, grpc_server *server)
+{
+    grpc_init();
+    service->grpc = server;
+    service->queue = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(server, service->queue, NULL);
+    service->method = grpc_server_register_method(server, METHOD, NULL,
+                                                  GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+}
+
+int ca_service_begin(ca_service *service, char *error, size_t error_size)
+{
     request_call(service);
     if (pthread_create(&service->thread, NULL, serve, service) != 0) {
         snprintf(error, error_size, "cannot start the CA thread");
-        ca_service_stop(service);
         return -1;
     }
-    *bound_port = port;
-    *out = service;
+    service->running = true;
     return 0;
 }
 
@@ -446,19 +462,17 @@ void ca_service_stop(ca_service *service)
 {
     if (service == NULL)
         return;
-    if (service->grpc != NULL) {
-        grpc_server_shutdown_and_notify(service->grpc, service->queue, &service->shutdown_tag);
-        grpc_server_cancel_all_calls(service->grpc);
-        if (service->thread) {
+    if (service->queue != NULL) {
+        /* The server that carried the calls was shut down first: pending
+         * requests have completed as cancelled; end the thread and the queue. */
+        grpc_completion_queue_shutdown(service->queue);
+        if (service->running)
             pthread_join(service->thread, NULL);
-        } else {
-            grpc_completion_queue_shutdown(service->queue);
+        else
             while (
                 grpc_completion_queue_next(service->queue, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
                     .type != GRPC_QUEUE_SHUTDOWN)
                 ;
-        }
-        grpc_server_destroy(service->grpc);
         grpc_completion_queue_destroy(service->queue);
         grpc_shutdown();
     }

@@ -2,6 +2,7 @@
  * ca_service.h — the mesh's certificate authority as a service: the gRPC
  * method atrium.ca.v1.CertificateService/CreateCertificate on the TLS port,
  * and the operations the admin API needs (trust bundle with CRL, rotation).
+ * The method is served on the TLS port of the xDS server's gRPC server.
  *
  * A CSR is signed when a valid, unexpired, unused join token admits exactly
  * the identity the CSR asks for (first certificate), or when the caller's
@@ -16,12 +17,14 @@
 
 #include "store.h"
 
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct ca_service_options {
-    const char *address;      /* host:port of the TLS listener; port 0 picks one */
     const char *data_dir;     /* the CA lives in <data_dir>/ca */
     const char *trust_domain; /* NULL: atrium.local */
     /* An operator's CA (plug-in), all four or none; used at the CA's first start. */
@@ -30,13 +33,27 @@ typedef struct ca_service_options {
 
 typedef struct ca_service ca_service;
 
-/* Opens (or creates) the CA, issues atriumd's own serving certificate, binds
- * and starts the service thread. Returns 0 with *out and the bound port, or
- * -1 with the reason in error. */
-int ca_service_start(const ca_service_options *options, store *db, ca_service **out,
-                     int *bound_port, char *error, size_t error_size);
+/* Opens (or creates) the CA. Returns 0 with *out (released with
+ * ca_service_stop), or -1 with the reason in error. */
+int ca_service_open(const ca_service_options *options, store *db, ca_service **out, char *error,
+                    size_t error_size);
 
-/* Stops the thread and closes the CA (NULL accepted). */
+/* TLS credentials for the port that serves the CA (and xDS over mTLS):
+ * atriumd's serving certificate, issued by this CA and re-issued after a
+ * rotation; client certificates requested and verified against the roots.
+ * The caller releases them after adding the port. */
+grpc_server_credentials *ca_service_credentials(ca_service *service);
+
+/* Registers CreateCertificate and the CA's own completion queue on server;
+ * call before grpc_server_start. */
+void ca_service_attach(ca_service *service, grpc_server *server);
+
+/* After the server started: answers CreateCertificate on its own thread.
+ * Returns 0, or -1 with the reason. */
+int ca_service_begin(ca_service *service, char *error, size_t error_size);
+
+/* Ends the thread and closes the CA; call after the server that carried the
+ * calls was shut down (NULL accepted). */
 void ca_service_stop(ca_service *service);
 
 /* The trust bundle: the roots, then a CRL per issuer listing the revoked,

@@ -122,6 +122,12 @@ static void notify_xds(void *context)
     xds_server_notify(context);
 }
 
+/* Registers the CA's method on the xDS server's gRPC server (TLS port). */
+static void attach_authority(void *context, grpc_server *server)
+{
+    ca_service_attach(context, server);
+}
+
 /* An empty setting as "not given". */
 static const char *or_null(const char *text)
 {
@@ -226,8 +232,13 @@ int main(int argc, char **argv)
     xds_server *xds = NULL;
     ca_service *authority = NULL;
     int xds_port = 0, tls_port = 0;
-    xds_server_options xds_settings = {options.xds_addr, options.xds_debounce_ms,
-                                       options.xds_push_interval_ms, trust_bundle, NULL};
+    xds_server_options xds_settings = {.address = options.xds_addr,
+                                       .debounce_ms = options.xds_debounce_ms,
+                                       .min_push_interval_ms = options.xds_push_interval_ms,
+                                       .trust = trust_bundle,
+                                       .tls_address = options.tls_addr,
+                                       .trust_domain = options.trust_domain,
+                                       .attach = attach_authority};
     /* Streams do not survive a restart: whatever the table says, nobody is connected. */
     store_error mark_error;
     store_mark_all_proxies_disconnected(db, clock_wall_ms(), &mark_error);
@@ -235,17 +246,21 @@ int main(int argc, char **argv)
         event_add(sigterm, NULL) != 0 || event_add(maintenance, &maintenance_interval) != 0) {
         log_error("cannot set up signal handling and timers");
         exit_code = 1;
-    } else if (ca_service_start(
-                   &(ca_service_options){
-                       options.tls_addr, options.data_dir, options.trust_domain,
-                       or_null(options.ca_root_cert), or_null(options.ca_root_key),
-                       or_null(options.ca_issuer_cert), or_null(options.ca_issuer_key)},
-                   db, &authority, &tls_port, error, sizeof(error)) != 0) {
+    } else if (ca_service_open(&(ca_service_options){options.data_dir, options.trust_domain,
+                                                     or_null(options.ca_root_cert),
+                                                     or_null(options.ca_root_key),
+                                                     or_null(options.ca_issuer_cert),
+                                                     or_null(options.ca_issuer_key)},
+                               db, &authority, error, sizeof(error)) != 0) {
         log_error("certificate authority: %s", error);
         exit_code = 1;
-    } else if ((xds_settings.trust_context = authority,
+    } else if ((xds_settings.trust_context = authority, xds_settings.attach_context = authority,
+                xds_settings.tls_credentials = ca_service_credentials(authority),
                 xds_server_start(&xds_settings, db, &xds, &xds_port, error, sizeof(error))) != 0) {
         log_error("xDS server: %s", error);
+        exit_code = 1;
+    } else if (ca_service_begin(authority, error, sizeof(error)) != 0) {
+        log_error("certificate authority: %s", error);
         exit_code = 1;
     } else if ((parts.xds = xds, parts.authority = authority,
                 admin_http_start(&(admin_http_options){options.rest_addr, token,
@@ -259,7 +274,9 @@ int main(int argc, char **argv)
         log_info("xDS (ADS, state of the world and delta, plaintext) listening on %.*s:%d",
                  (int)(strrchr(options.xds_addr, ':') - options.xds_addr), options.xds_addr,
                  xds_port);
-        log_info("CA (CreateCertificate, TLS, trust domain %s) listening on %.*s:%d",
+        tls_port = xds_server_tls_port(xds);
+        log_info("CA (CreateCertificate, TLS, trust domain %s) and xDS with client certificates "
+                 "listening on %.*s:%d",
                  options.trust_domain, (int)(strrchr(options.tls_addr, ':') - options.tls_addr),
                  options.tls_addr, tls_port);
         log_info("admin REST API listening on %.*s:%u",

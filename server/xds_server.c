@@ -112,6 +112,12 @@ typedef struct stream {
     uint64_t nonce_counter;
     int64_t connected_since_ms;
     bool status_dirty;
+    /* Over the TLS port: the SPIFFE ID of the client certificate. */
+    bool over_tls;
+    char *peer_identity;
+    /* How the server ends the stream (OK unless it refused it). */
+    grpc_status_code end_code;
+    grpc_slice end_details;
 } stream;
 
 typedef struct accept_slot {
@@ -156,6 +162,8 @@ struct xds_server {
     int64_t last_push_ms;
     int64_t flush_at_ms;
     int64_t change_seen_ms; /* when the oldest unpushed change was noticed */
+    int tls_port;
+    char trust_domain[256];
 
     /* Metrics (atomics: read from the admin thread). */
     atomic_long streams_sotw, streams_delta;
@@ -1022,11 +1030,42 @@ static profile *profile_for(xds_server *server, const char *service, const char 
     return item;
 }
 
-/* The first request names the node; atrium-proxy says what it fronts. */
-static void identify_node(stream *client, const Envoy__Config__Core__V3__Node *node)
+static void end_stream(stream *client, grpc_status_code code, const char *message);
+
+/* The first request names the node; atrium-proxy says what it fronts. Over
+ * the TLS port the client certificate must carry a SPIFFE ID, and an
+ * atrium-proxy's must be the identity of the service it fronts: a subscriber
+ * gets the configuration of its own identity only. Returns false when the
+ * stream was refused. */
+static bool identify_node(stream *client, const Envoy__Config__Core__V3__Node *node)
 {
+    if (client->client_done)
+        return false;
     if (client->node_id != NULL || node == NULL)
-        return;
+        return true;
+    if (client->over_tls && client->peer_identity == NULL) {
+        end_stream(client, GRPC_STATUS_UNAUTHENTICATED,
+                   "xDS on the TLS port needs a client certificate with this mesh's SPIFFE ID");
+        return false;
+    }
+    if (client->peer_identity != NULL) {
+        char *service = metadata_text(node->metadata, "atrium.service");
+        char *space = metadata_text(node->metadata, "atrium.namespace");
+        char expected[768];
+        snprintf(expected, sizeof(expected), "spiffe://%s/ns/%s/sa/%s",
+                 client->server->trust_domain, space ? space : "default", service ? service : "");
+        bool matches = service == NULL || strcmp(expected, client->peer_identity) == 0;
+        free(service);
+        free(space);
+        if (!matches) {
+            char message[1024];
+            snprintf(message, sizeof(message),
+                     "the client certificate is %s; the node says it fronts %s",
+                     client->peer_identity, expected);
+            end_stream(client, GRPC_STATUS_PERMISSION_DENIED, message);
+            return false;
+        }
+    }
     client->node_id = strdup(node->id && node->id[0] ? node->id : "unknown");
     char *service = metadata_text(node->metadata, "atrium.service");
     char *space = metadata_text(node->metadata, "atrium.namespace");
@@ -1042,6 +1081,7 @@ static void identify_node(stream *client, const Envoy__Config__Core__V3__Node *n
             client->profile->streams++;
     }
     client->status_dirty = true;
+    return true;
 }
 
 static void record_nack(stream *client, type_state *state, const Google__Rpc__Status *detail,
@@ -1058,7 +1098,8 @@ static void record_nack(stream *client, type_state *state, const Google__Rpc__St
 static void handle_sotw(stream *client,
                         const Envoy__Service__Discovery__V3__DiscoveryRequest *request)
 {
-    identify_node(client, request->node);
+    if (!identify_node(client, request->node))
+        return;
     xds_type type;
     if (!xds_type_from_url(request->type_url, &type))
         return; /* a type Atrium does not serve (e.g. secrets before the CA): nothing to send */
@@ -1110,7 +1151,8 @@ static void handle_sotw(stream *client,
 static void handle_delta(stream *client,
                          const Envoy__Service__Discovery__V3__DeltaDiscoveryRequest *request)
 {
-    identify_node(client, request->node);
+    if (!identify_node(client, request->node))
+        return;
     xds_type type;
     if (!xds_type_from_url(request->type_url, &type))
         return;
@@ -1194,17 +1236,27 @@ static void maybe_send_status(stream *client)
     if (!client->client_done || client->status_sent || client->finished || client->sending ||
         client->queue_head != NULL)
         return;
-    static grpc_slice empty;
-    empty = grpc_empty_slice();
     grpc_op op;
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    op.data.send_status_from_server.status = GRPC_STATUS_OK;
-    op.data.send_status_from_server.status_details = &empty;
+    op.data.send_status_from_server.status = client->end_code;
+    op.data.send_status_from_server.status_details = &client->end_details;
     if (grpc_call_start_batch(client->call, &op, 1, &client->status_tag, NULL) == GRPC_CALL_OK) {
         client->status_sent = true;
         client->pending++;
     }
+}
+
+/* Refuses the stream: it ends with code and message once queued sends drain. */
+static void end_stream(stream *client, grpc_status_code code, const char *message)
+{
+    if (client->client_done)
+        return;
+    client->end_code = code;
+    grpc_slice_unref(client->end_details);
+    client->end_details = grpc_slice_from_copied_string(message);
+    client->client_done = true;
+    maybe_send_status(client);
 }
 
 static void flush_status(xds_server *server, bool everything);
@@ -1232,6 +1284,8 @@ static void free_stream(stream *client)
     for (int type = 0; type < XDS_TYPE_COUNT; type++)
         reset_type_state(&client->types[type]);
     free(client->node_id);
+    free(client->peer_identity);
+    grpc_slice_unref(client->end_details);
     free(client->service);
     free(client->namespace_name);
     grpc_call_unref(client->call);
@@ -1305,6 +1359,24 @@ static void on_send(stream *client, bool success)
     settle(client);
 }
 
+/* Over TLS, the SPIFFE ID of the client certificate (verified by the handshake). */
+static void read_peer(stream *client)
+{
+    grpc_auth_context *context = grpc_call_auth_context(client->call);
+    if (context == NULL)
+        return;
+    grpc_auth_property_iterator properties =
+        grpc_auth_context_find_properties_by_name(context, "transport_security_type");
+    const grpc_auth_property *property = grpc_auth_property_iterator_next(&properties);
+    client->over_tls =
+        property != NULL && property->value_length == 3 && memcmp(property->value, "ssl", 3) == 0;
+    properties = grpc_auth_context_find_properties_by_name(context, "peer_spiffe_id");
+    property = grpc_auth_property_iterator_next(&properties);
+    if (client->over_tls && property != NULL)
+        client->peer_identity = strndup(property->value, property->value_length);
+    grpc_auth_context_release(context);
+}
+
 static void start_stream(xds_server *server, accept_slot *slot)
 {
     stream *client = calloc(1, sizeof(*client));
@@ -1317,6 +1389,9 @@ static void start_stream(xds_server *server, accept_slot *slot)
     client->call = slot->call;
     client->delta = slot->delta;
     client->connected_since_ms = clock_wall_ms();
+    client->end_code = GRPC_STATUS_OK;
+    client->end_details = grpc_empty_slice();
+    read_peer(client);
     client->initial_tag = (tag){TAG_INITIAL, client};
     client->receive_tag = (tag){TAG_RECEIVE, client};
     client->send_tag = (tag){TAG_SEND, client};
@@ -1369,7 +1444,7 @@ static void fill_proxy(const stream *client, model_proxy *proxy, model_proxy_typ
 {
     memset(proxy, 0, sizeof(*proxy));
     proxy->node_id = client->node_id;
-    proxy->identity = "";
+    proxy->identity = client->peer_identity ? client->peer_identity : "";
     proxy->service = client->service ? client->service : "";
     proxy->namespace_name = client->namespace_name ? client->namespace_name : "";
     proxy->protocol = client->delta ? "delta" : "sotw";
@@ -1579,6 +1654,8 @@ int xds_server_start(const xds_server_options *options, store *db, xds_server **
     }
     server->db = db;
     server->options = *options;
+    snprintf(server->trust_domain, sizeof(server->trust_domain), "%s",
+             options->trust_domain ? options->trust_domain : "atrium.local");
     if (server->options.debounce_ms <= 0)
         server->options.debounce_ms = 100;
     if (server->options.min_push_interval_ms < 0)
@@ -1633,6 +1710,30 @@ int xds_server_start(const xds_server_options *options, store *db, xds_server **
         xds_server_stop(server);
         return -1;
     }
+    if (options->tls_address != NULL) {
+        server->tls_port = grpc_server_add_http2_port(server->grpc, options->tls_address,
+                                                      options->tls_credentials);
+        if (server->tls_port == 0) {
+            snprintf(error, error_size, "cannot listen on %s", options->tls_address);
+            grpc_server_credentials_release(options->tls_credentials);
+            grpc_server_destroy(server->grpc);
+            server->grpc = NULL;
+            grpc_completion_queue_shutdown(server->queue);
+            while (
+                grpc_completion_queue_next(server->queue, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                    .type != GRPC_QUEUE_SHUTDOWN)
+                ;
+            grpc_completion_queue_destroy(server->queue);
+            server->queue = NULL;
+            grpc_shutdown();
+            xds_server_stop(server);
+            return -1;
+        }
+    }
+    if (options->tls_credentials != NULL)
+        grpc_server_credentials_release(options->tls_credentials);
+    if (options->attach != NULL)
+        options->attach(options->attach_context, server->grpc);
     grpc_channel_credentials *insecure = grpc_insecure_credentials_create();
     server->wake_channel =
         grpc_channel_create("unix:/nonexistent/atrium-xds-wake.sock", insecure, NULL);
@@ -1650,6 +1751,11 @@ int xds_server_start(const xds_server_options *options, store *db, xds_server **
     *bound_port = port;
     *out = server;
     return 0;
+}
+
+int xds_server_tls_port(const xds_server *server)
+{
+    return server->tls_port;
 }
 
 char *xds_server_metrics(xds_server *server)

@@ -16,6 +16,8 @@
 
 #include "store.h"
 
+#include <grpc/grpc.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +31,15 @@ typedef struct xds_server_options {
     int min_push_interval_ms; /* at most one push per interval (default 100) */
     xds_trust_source trust;   /* may be NULL: no Secret ROOTCA */
     void *trust_context;
+    /* The TLS port (may be NULL): ADS there needs a client certificate, and
+     * an atrium-proxy's certificate must carry the identity of the service it
+     * says it fronts. attach (may be NULL) registers more methods (the CA's)
+     * on the same server before it starts. */
+    const char *tls_address;
+    grpc_server_credentials *tls_credentials; /* taken */
+    const char *trust_domain;                 /* of identities; NULL: atrium.local */
+    void (*attach)(void *context, grpc_server *server);
+    void *attach_context;
 } xds_server_options;
 
 typedef struct xds_server xds_server;
@@ -38,6 +49,9 @@ typedef struct xds_server xds_server;
  * reason in error. */
 int xds_server_start(const xds_server_options *options, store *db, xds_server **out,
                      int *bound_port, char *error, size_t error_size);
+
+/* The bound TLS port (0 without one). */
+int xds_server_tls_port(const xds_server *server);
 
 /* Tells the xDS thread that the store changed. Thread-safe and cheap: use it
  * as the store's commit listener. */

@@ -49,9 +49,10 @@ start_atriumd "$work/first.log" --data-dir "$work/data" --rest-addr 127.0.0.1:0 
 check "data directory created with mode 0700" \
   test "$(stat -c %a "$work/data")" = 700
 check "database created" test -f "$work/data/atrium.db"
-check "one log line per listener (REST, xDS)" \
+check "one log line per listener (REST, xDS, TLS)" \
   bash -c "test \$(grep -c 'admin REST API listening on' '$work/first.log') -eq 1 && \
-           test \$(grep -c 'xDS .* listening on' '$work/first.log') -eq 1"
+           test \$(grep -c 'xDS (ADS.* listening on' '$work/first.log') -eq 1 && \
+           test \$(grep -c 'CA (CreateCertificate.* listening on' '$work/first.log') -eq 1"
 check "/healthz answers ok" \
   bash -c "curl -sf http://127.0.0.1:$port/healthz | grep -q '\"status\":\"ok\"'"
 check "admin token file created with mode 0600" \
