@@ -48,15 +48,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TOKEN_USES        1000 /* JOIN_TOKEN_USES_MAX */
-#define TOKEN_TTL_S       3600
-#define MAX_TOKENS        1000 /* bounds minting: 1,000,000 calls at most */
-#define MAX_CLIENTS       256
-#define MAX_CSRS          4096
-#define SHOWN_ERRORS      5
-#define WARMUP_CALLS      2 /* per client, before the clock starts (connects TLS) */
-#define REST_TIMEOUT_MS   5000L
-#define TRUST_DOMAIN      "atrium.local"
+#define TOKEN_USES      1000 /* JOIN_TOKEN_USES_MAX */
+#define TOKEN_TTL_S     3600
+#define MAX_TOKENS      1000 /* bounds minting: 1,000,000 calls at most */
+#define MAX_CLIENTS     256
+#define MAX_CSRS        4096
+#define SHOWN_ERRORS    5
+#define WARMUP_CALLS    2 /* per client, before the clock starts (connects TLS) */
+#define REST_TIMEOUT_MS 5000L
+#define TRUST_DOMAIN    "atrium.local"
 
 typedef struct options {
     double inproc_seconds;
@@ -644,13 +644,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_ca: an option is out of range\n");
         return 2;
     }
-    if (opt.tls != NULL && (opt.rest == NULL || opt.admin_token_file == NULL ||
-                            opt.bundle_file == NULL)) {
+    if (opt.tls != NULL &&
+        (opt.rest == NULL || opt.admin_token_file == NULL || opt.bundle_file == NULL)) {
         fprintf(stderr, "bench_ca: --tls needs --rest, --admin-token-file and --bundle-file\n");
         return 2;
     }
-    snprintf(identity, sizeof(identity), "spiffe://%s/ns/default/sa/%s", TRUST_DOMAIN,
-             opt.service);
+    snprintf(identity, sizeof(identity), "spiffe://%s/ns/default/sa/%s", TRUST_DOMAIN, opt.service);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return 2;
     int status = 0;

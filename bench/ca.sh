@@ -36,24 +36,26 @@ done
 
 # 1. openssl speed, one core (no -multi).
 taskset_cmd=()
-command -v taskset >/dev/null && taskset_cmd=(taskset -c 0)
-"${taskset_cmd[@]}" openssl speed -seconds 3 ecdsap256 >"$work/speed.txt" 2>/dev/null
+if command -v taskset >/dev/null; then taskset_cmd=(taskset -c 0); fi
+${taskset_cmd[@]+"${taskset_cmd[@]}"} openssl speed -seconds 3 ecdsap256 >"$work/speed.txt" 2>/dev/null
 # The summary line: "256 bits ecdsa (nistp256)   0.0001s   0.0002s   12345.6   4567.8"
-read -r sign verify < <(awk '/bits ecdsa \(nistp256\)/ && NF >= 4 {print $(NF-1), $NF}' "$work/speed.txt" | tail -1)
-if [ -z "${sign:-}" ] || [ -z "${verify:-}" ]; then
+sign='' verify=''
+read -r sign verify < <(awk '/bits ecdsa \(nistp256\)/ && NF >= 4 {print $(NF-1), $NF}' "$work/speed.txt" | tail -1) || true
+if [ -z "$sign" ] || [ -z "$verify" ]; then
   cat "$work/speed.txt" >&2; echo "bench/ca: cannot parse openssl speed" >&2; exit 2
 fi
 limit=$(awk -v s="$sign" -v v="$verify" 'BEGIN {printf "%.1f", 1 / (1 / s + 1 / v)}')
 
 # 2. in-process (no atriumd running yet, so it has the machine to itself).
-"$build/bench_ca" --inproc-seconds "$seconds" >"$work/inproc.txt"
+"$build/bench_ca" --inproc-seconds "$seconds" >"$work/inproc.txt" \
+  || { cat "$work/inproc.txt"; echo "bench/ca: the in-process part failed" >&2; exit 2; }
 inproc=$(sed -n 's/^RESULT inproc signs_per_s=\([0-9.]*\).*/\1/p' "$work/inproc.txt")
 
 # 3. through gRPC.
 "$build/atriumd" --data-dir "$work/data" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 \
   --tls-addr 127.0.0.1:0 2>"$work/atriumd.log" &
 pid=$!
-rest_port= tls_port=
+rest_port='' tls_port=''
 for _ in $(seq 1 200); do
   rest_port=$(sed -n 's/.*admin REST API listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/atriumd.log")
   # "CA (CreateCertificate, TLS, trust domain atrium.local)[ and ...] listening on 127.0.0.1:<port>"

@@ -1067,6 +1067,9 @@ static bool identify_node(stream *client, const Envoy__Config__Core__V3__Node *n
         }
     }
     client->node_id = strdup(node->id && node->id[0] ? node->id : "unknown");
+    /* A new subscriber starts from the store as it is now, not as it was at
+     * the last push (a change may be waiting out the debounce window). */
+    catch_up(client->server);
     char *service = metadata_text(node->metadata, "atrium.service");
     char *space = metadata_text(node->metadata, "atrium.namespace");
     uint32_t app = metadata_port(node->metadata, "atrium.app_port", 0);
