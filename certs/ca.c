@@ -922,9 +922,52 @@ static int leaf_validity(const ca *authority, uint32_t ttl_s, int64_t now_ms, ti
 }
 
 /* Builds and signs a leaf for key with URI SAN identity (+ IP SAN when ip != NULL). */
-static X509 *make_leaf(ca *authority, EVP_PKEY *key, const char *identity, const char *service,
-                       const char *ip, time_t not_before, time_t not_after, char *error,
-                       size_t error_size)
+/* Copies a CSR's SubjectPublicKeyInfo into cert as it is. X509_set_pubkey
+ * would encode the EVP_PKEY again (and OpenSSL 3.0 decodes it back), which was
+ * two fifths of the time it took to sign a leaf. */
+static bool copy_public_key(X509 *cert, X509_PUBKEY *from)
+{
+    ASN1_OBJECT *algorithm = NULL;
+    const unsigned char *bits = NULL;
+    int length = 0;
+    X509_ALGOR *parameters = NULL;
+    if (X509_PUBKEY_get0_param(&algorithm, &bits, &length, &parameters, from) != 1 ||
+        parameters == NULL)
+        return false;
+    const ASN1_OBJECT *parameter_object = NULL;
+    int parameter_type = V_ASN1_UNDEF;
+    const void *parameter_value = NULL;
+    X509_ALGOR_get0(&parameter_object, &parameter_type, &parameter_value, parameters);
+    void *value = NULL;
+    if (parameter_type == V_ASN1_OBJECT)
+        value = OBJ_dup(parameter_value);
+    else if (parameter_type == V_ASN1_SEQUENCE || parameter_type == V_ASN1_OCTET_STRING)
+        value = ASN1_STRING_dup(parameter_value);
+    else if (parameter_type != V_ASN1_NULL && parameter_type != V_ASN1_UNDEF)
+        return false;
+    ASN1_OBJECT *algorithm_copy = OBJ_dup(algorithm);
+    unsigned char *bits_copy = OPENSSL_memdup(bits, (size_t)length);
+    if (algorithm_copy == NULL || bits_copy == NULL ||
+        (value == NULL && (parameter_type == V_ASN1_OBJECT || parameter_type == V_ASN1_SEQUENCE ||
+                           parameter_type == V_ASN1_OCTET_STRING)) ||
+        X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(cert), algorithm_copy, parameter_type, value,
+                               bits_copy, length) != 1) {
+        ASN1_OBJECT_free(algorithm_copy);
+        OPENSSL_free(bits_copy);
+        if (parameter_type == V_ASN1_OBJECT)
+            ASN1_OBJECT_free(value);
+        else
+            ASN1_STRING_free(value);
+        return false;
+    }
+    return true;
+}
+
+/* key: the subject's key; public_key (may be NULL): the same key as a CSR
+ * carried it, copied as is when given. */
+static X509 *make_leaf(ca *authority, EVP_PKEY *key, X509_PUBKEY *public_key, const char *identity,
+                       const char *service, const char *ip, time_t not_before, time_t not_after,
+                       char *error, size_t error_size)
 {
     X509 *cert = X509_new();
     GENERAL_NAMES *names = GENERAL_NAMES_new();
@@ -937,7 +980,8 @@ static X509 *make_leaf(ca *authority, EVP_PKEY *key, const char *identity, const
     bool ok = X509_set_version(cert, X509_VERSION_3) == 1 && set_random_serial(cert) &&
               ASN1_TIME_set(X509_getm_notBefore(cert), not_before) != NULL &&
               ASN1_TIME_set(X509_getm_notAfter(cert), not_after) != NULL &&
-              X509_set_pubkey(cert, key) == 1 &&
+              (public_key != NULL ? copy_public_key(cert, public_key)
+                                  : X509_set_pubkey(cert, key) == 1) &&
               X509_set_issuer_name(cert, X509_get_subject_name(authority->issuer)) == 1 &&
               X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_UTF8,
                                          (const unsigned char *)service, -1, -1, 0) == 1;
@@ -1075,8 +1119,8 @@ int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identit
     time_t not_before = 0;
     time_t not_after = 0;
     if (leaf_validity(authority, ttl_s, now_ms, &not_before, &not_after, error, error_size) == 0 &&
-        (leaf = make_leaf(authority, key, identity, service, NULL, not_before, not_after, error,
-                          error_size)) != NULL) {
+        (leaf = make_leaf(authority, key, X509_REQ_get_X509_PUBKEY(request), identity, service,
+                          NULL, not_before, not_after, error, error_size)) != NULL) {
         result = finish_leaf(authority, leaf, identity, chain_pem, record, error, error_size);
     }
     pthread_mutex_unlock(&authority->lock);
@@ -1115,8 +1159,8 @@ int ca_issue_server_certificate(ca *authority, const char *identity, const char 
     time_t not_before = 0;
     time_t not_after = 0;
     if (leaf_validity(authority, ttl_s, now_ms, &not_before, &not_after, error, error_size) == 0 &&
-        (leaf = make_leaf(authority, key, identity, service, ip_address, not_before, not_after,
-                          error, error_size)) != NULL) {
+        (leaf = make_leaf(authority, key, NULL, identity, service, ip_address, not_before,
+                          not_after, error, error_size)) != NULL) {
         result = finish_leaf(authority, leaf, identity, chain_pem, record, error, error_size);
     }
     pthread_mutex_unlock(&authority->lock);

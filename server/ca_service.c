@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 
 #define METHOD          "/atrium.ca.v1.CertificateService/CreateCertificate"
+#define CA_THREADS      2 /* requests signed at once: the CA itself is thread-safe */
 #define SERVER_IDENTITY "/ns/atrium-system/sa/atriumd"
 
 typedef enum tag_kind { TAG_ACCEPT, TAG_DONE } tag_kind;
@@ -54,8 +55,8 @@ struct ca_service {
     grpc_server *grpc;
     grpc_completion_queue *queue;
     void *method;
-    pthread_t thread;
-    bool running;
+    pthread_t threads[CA_THREADS];
+    int running; /* threads started */
     atomic_long issued, refused;
     /* The last bundle, reused while its roots and revoked serials are the
      * same (a CRL's signature differs each time it is made, and the bundle
@@ -114,35 +115,41 @@ static bool revoked(store *db, const char *serial, int64_t now_ms)
     return found;
 }
 
-/* Authorizes and signs; on refusal returns the status with details. */
+/* Signs, then authorizes; on refusal the certificate is thrown away (it
+ * never leaves this function, and no record of it exists) and the status
+ * says why. Signing first parses the CSR once, for both its checks and its
+ * identity. */
 static grpc_status_code create_certificate(ca_service *service, grpc_call *call,
                                            const Atrium__Ca__V1__CreateCertificateRequest *request,
                                            char **chain, char **bundle, char *why, size_t why_size)
 {
     int64_t now = clock_wall_ms();
-    char *identity = NULL;
     char reason[512];
+    *chain = *bundle = NULL;
     if (request->csr_pem == NULL || request->csr_pem[0] == '\0') {
         snprintf(why, why_size, "csr_pem is required");
         return GRPC_STATUS_INVALID_ARGUMENT;
     }
-    if (ca_csr_identity(request->csr_pem, &identity, reason, sizeof(reason)) != 0) {
+    model_certificate record;
+    memset(&record, 0, sizeof(record));
+    if (ca_sign_csr(service->authority, request->csr_pem, NULL, request->ttl_s, now, chain, &record,
+                    reason, sizeof(reason)) != 0) {
         snprintf(why, why_size, "csr_pem: %s", reason);
         return GRPC_STATUS_INVALID_ARGUMENT;
     }
+    const char *identity = record.identity;
     grpc_status_code status = GRPC_STATUS_OK;
     bool token_hash_ready = false;
     uint8_t token_hash[MODEL_TOKEN_HASH_SIZE];
     if (request->token != NULL && request->token[0] != '\0') {
         /* First certificate: the token must admit exactly this identity. */
-        uint8_t hash[MODEL_TOKEN_HASH_SIZE];
-        join_token_hash(request->token, hash);
+        join_token_hash(request->token, token_hash);
         model_join_token_list tokens;
         store_error error;
         const model_join_token *match = NULL;
         if (store_list_join_tokens(service->db, &tokens, &error) == STORE_OK) {
             for (size_t i = 0; i < tokens.count && match == NULL; i++) {
-                if (memcmp(tokens.items[i].hash, hash, sizeof(hash)) == 0)
+                if (memcmp(tokens.items[i].hash, token_hash, sizeof(token_hash)) == 0)
                     match = &tokens.items[i];
             }
         } else {
@@ -160,8 +167,7 @@ static grpc_status_code create_certificate(ca_service *service, grpc_call *call,
                      admitted ? admitted : "?", identity);
             status = GRPC_STATUS_PERMISSION_DENIED;
         } else {
-            token_hash_ready = true; /* consumed once the CSR has been signed */
-            memcpy(token_hash, hash, sizeof(hash));
+            token_hash_ready = true; /* its use is counted below, atomically */
         }
         free(admitted);
         model_join_token_list_free(&tokens);
@@ -177,61 +183,44 @@ static grpc_status_code create_certificate(ca_service *service, grpc_call *call,
                      "token, a renewal the current certificate of %s",
                      identity);
             status = GRPC_STATUS_PERMISSION_DENIED;
-        } else {
-            pthread_mutex_lock(&service->lock);
-            int verified = ca_verify_leaf(service->authority, presented, now, &presented_identity,
-                                          reason, sizeof(reason));
-            pthread_mutex_unlock(&service->lock);
-            if (verified != 0) {
-                snprintf(why, why_size, "client certificate: %s", reason);
-                status = GRPC_STATUS_PERMISSION_DENIED;
-            } else if (strcmp(presented_identity, identity) != 0) {
-                snprintf(why, why_size, "the client certificate is %s, the CSR asks for %s",
-                         presented_identity, identity);
-                status = GRPC_STATUS_PERMISSION_DENIED;
-            } else if (ca_certificate_serial(presented, &presented_serial, reason,
-                                             sizeof(reason)) != 0 ||
-                       revoked(service->db, presented_serial, now)) {
-                snprintf(why, why_size, "the client certificate is revoked");
-                status = GRPC_STATUS_PERMISSION_DENIED;
-            }
+        } else if (ca_verify_leaf(service->authority, presented, now, &presented_identity, reason,
+                                  sizeof(reason)) != 0) {
+            snprintf(why, why_size, "client certificate: %s", reason);
+            status = GRPC_STATUS_PERMISSION_DENIED;
+        } else if (strcmp(presented_identity, identity) != 0) {
+            snprintf(why, why_size, "the client certificate is %s, the CSR asks for %s",
+                     presented_identity, identity);
+            status = GRPC_STATUS_PERMISSION_DENIED;
+        } else if (ca_certificate_serial(presented, &presented_serial, reason, sizeof(reason)) !=
+                       0 ||
+                   revoked(service->db, presented_serial, now)) {
+            snprintf(why, why_size, "the client certificate is revoked");
+            status = GRPC_STATUS_PERMISSION_DENIED;
         }
         free(presented);
         free(presented_identity);
         free(presented_serial);
     }
+    store_error error;
+    if (status == GRPC_STATUS_OK && token_hash_ready &&
+        store_consume_join_token(service->db, token_hash, now, NULL, &error) != STORE_OK) {
+        snprintf(why, why_size, "%s", error.message); /* expired or used up */
+        status = GRPC_STATUS_PERMISSION_DENIED;
+    }
     if (status == GRPC_STATUS_OK) {
-        model_certificate record;
-        memset(&record, 0, sizeof(record));
-        pthread_mutex_lock(&service->lock);
-        int signed_ok = ca_sign_csr(service->authority, request->csr_pem, identity, request->ttl_s,
-                                    now, chain, &record, reason, sizeof(reason));
-        *bundle = signed_ok == 0 ? ca_trust_bundle_pem(service->authority, now) : NULL;
-        pthread_mutex_unlock(&service->lock);
-        store_error error;
-        if (signed_ok != 0) {
-            snprintf(why, why_size, "%s", reason);
-            status = GRPC_STATUS_INVALID_ARGUMENT;
-        } else if (token_hash_ready && store_consume_join_token(service->db, token_hash, now, NULL,
-                                                                &error) != STORE_OK) {
-            /* Checked before signing, used up by a concurrent request since:
-             * the certificate is thrown away. */
-            snprintf(why, why_size, "%s", error.message);
-            status = GRPC_STATUS_PERMISSION_DENIED;
-            free(*chain);
-            free(*bundle);
-            *chain = *bundle = NULL;
-        } else if (*bundle == NULL ||
-                   store_record_certificate(service->db, &record, NULL, &error) != STORE_OK) {
+        *bundle = ca_trust_bundle_pem(service->authority, now);
+        if (*bundle == NULL ||
+            store_record_certificate(service->db, &record, NULL, &error) != STORE_OK) {
             snprintf(why, why_size, "could not record the certificate");
             status = GRPC_STATUS_INTERNAL;
-            free(*chain);
-            free(*bundle);
-            *chain = *bundle = NULL;
         }
-        model_certificate_clear(&record);
     }
-    free(identity);
+    if (status != GRPC_STATUS_OK) {
+        free(*chain);
+        free(*bundle);
+        *chain = *bundle = NULL;
+    }
+    model_certificate_clear(&record);
     return status;
 }
 
@@ -449,12 +438,15 @@ void ca_service_attach(ca_service *service, grpc_server *server)
 
 int ca_service_begin(ca_service *service, char *error, size_t error_size)
 {
-    request_call(service);
-    if (pthread_create(&service->thread, NULL, serve, service) != 0) {
-        snprintf(error, error_size, "cannot start the CA thread");
-        return -1;
+    /* One call waiting per thread; each answered call asks for the next. */
+    for (int i = 0; i < CA_THREADS; i++) {
+        request_call(service);
+        if (pthread_create(&service->threads[i], NULL, serve, service) != 0) {
+            snprintf(error, error_size, "cannot start a CA thread");
+            return -1;
+        }
+        service->running++;
     }
-    service->running = true;
     return 0;
 }
 
@@ -466,9 +458,9 @@ void ca_service_stop(ca_service *service)
         /* The server that carried the calls was shut down first: pending
          * requests have completed as cancelled; end the thread and the queue. */
         grpc_completion_queue_shutdown(service->queue);
-        if (service->running)
-            pthread_join(service->thread, NULL);
-        else
+        for (int i = 0; i < service->running; i++)
+            pthread_join(service->threads[i], NULL);
+        if (service->running == 0)
             while (
                 grpc_completion_queue_next(service->queue, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
                     .type != GRPC_QUEUE_SHUTDOWN)
