@@ -1196,17 +1196,25 @@ int ca_csr_identity(const char *csr_pem, char **identity, char *error, size_t er
     return *identity != NULL ? 0 : -1;
 }
 
-int ca_certificate_identity(const char *cert_pem, char **identity, char *error, size_t error_size)
+/* The first certificate of a PEM text (the caller frees it), or NULL with the
+ * reason in error. */
+static X509 *parse_certificate(const char *cert_pem, char *error, size_t error_size)
 {
-    *identity = NULL;
     ERR_clear_error();
     BIO *bio = cert_pem != NULL ? BIO_new_mem_buf(cert_pem, -1) : NULL;
     X509 *cert = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
     BIO_free(bio);
-    if (cert == NULL) {
+    if (cert == NULL)
         set_error(error, error_size, "cannot parse the certificate PEM");
+    return cert;
+}
+
+int ca_certificate_identity(const char *cert_pem, char **identity, char *error, size_t error_size)
+{
+    *identity = NULL;
+    X509 *cert = parse_certificate(cert_pem, error, error_size);
+    if (cert == NULL)
         return -1;
-    }
     *identity = certificate_single_uri(cert, error, error_size);
     X509_free(cert);
     return *identity != NULL ? 0 : -1;
@@ -1215,14 +1223,9 @@ int ca_certificate_identity(const char *cert_pem, char **identity, char *error, 
 int ca_certificate_serial(const char *cert_pem, char **serial, char *error, size_t error_size)
 {
     *serial = NULL;
-    ERR_clear_error();
-    BIO *bio = cert_pem != NULL ? BIO_new_mem_buf(cert_pem, -1) : NULL;
-    X509 *cert = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-    BIO_free(bio);
-    if (cert == NULL) {
-        set_error(error, error_size, "cannot parse the certificate PEM");
+    X509 *cert = parse_certificate(cert_pem, error, error_size);
+    if (cert == NULL)
         return -1;
-    }
     *serial = serial_hex(X509_get0_serialNumber(cert));
     X509_free(cert);
     if (*serial == NULL) {
