@@ -5,6 +5,7 @@
  */
 #include "ca.h"
 
+#include "memory_text.h"
 #include "spiffe.h"
 
 #include <openssl/bn.h>
@@ -129,25 +130,6 @@ static time_t ms_to_s(int64_t ms)
     return (time_t)(ms / 1000);
 }
 
-/* Copies a memory BIO into a new string. */
-static char *bio_to_string(BIO *bio)
-{
-    char *data = NULL;
-    long length = BIO_get_mem_data(bio, &data);
-    if (length < 0) {
-        return NULL;
-    }
-    char *copy = malloc((size_t)length + 1);
-    if (copy == NULL) {
-        return NULL;
-    }
-    if (length > 0) {
-        memcpy(copy, data, (size_t)length);
-    }
-    copy[length] = '\0';
-    return copy;
-}
-
 static void free_secret(char *secret)
 {
     if (secret != NULL) {
@@ -168,7 +150,7 @@ static char *certs_to_pem(X509 *const *certs, size_t count)
             return NULL;
         }
     }
-    char *pem = bio_to_string(bio);
+    char *pem = memory_bio_text(bio);
     BIO_free(bio);
     return pem;
 }
@@ -195,7 +177,7 @@ static char *keys_to_pem(EVP_PKEY *const *keys, size_t count)
         }
     }
     if (i == count) {
-        pem = bio_to_string(bio);
+        pem = memory_bio_text(bio);
     }
     BIO_free(bio); /* a secmem BIO cleanses its buffer */
     return pem;
@@ -1442,7 +1424,7 @@ char *ca_crl_pem(ca *authority, const char *const *serials, size_t count, int64_
         }
     }
     pthread_mutex_unlock(&authority->lock);
-    char *pem = result == 0 ? bio_to_string(bio) : NULL;
+    char *pem = result == 0 ? memory_bio_text(bio) : NULL;
     if (result == 0 && pem == NULL) {
         set_error(error, error_size, "out of memory");
     }

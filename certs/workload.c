@@ -4,6 +4,7 @@
  */
 #include "workload.h"
 
+#include "memory_text.h"
 #include "spiffe.h"
 
 #include <openssl/err.h>
@@ -40,25 +41,6 @@ static void set_error(char *error, size_t error_size, const char *format, ...)
     ERR_clear_error();
 }
 
-/* Copies the contents of a memory BIO into a new NUL-terminated string. */
-static char *bio_to_string(BIO *bio)
-{
-    char *data = NULL;
-    long length = BIO_get_mem_data(bio, &data);
-    if (length < 0) {
-        return NULL;
-    }
-    char *copy = malloc((size_t)length + 1);
-    if (copy == NULL) {
-        return NULL;
-    }
-    if (length > 0) {
-        memcpy(copy, data, (size_t)length);
-    }
-    copy[length] = '\0';
-    return copy;
-}
-
 int workload_generate_key(char **key_pem, char *error, size_t error_size)
 {
     *key_pem = NULL;
@@ -72,7 +54,7 @@ int workload_generate_key(char **key_pem, char *error, size_t error_size)
     int result = -1;
     if (bio == NULL || PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) != 1) {
         set_error(error, error_size, "cannot encode the private key");
-    } else if ((*key_pem = bio_to_string(bio)) == NULL) {
+    } else if ((*key_pem = memory_bio_text(bio)) == NULL) {
         set_error(error, error_size, "out of memory");
     } else {
         result = 0;
@@ -158,7 +140,7 @@ int workload_build_csr(const char *key_pem, const char *identity, char **csr_pem
         set_error(error, error_size, "cannot encode the CSR");
         goto done;
     }
-    if ((*csr_pem = bio_to_string(bio)) == NULL) {
+    if ((*csr_pem = memory_bio_text(bio)) == NULL) {
         set_error(error, error_size, "out of memory");
         goto done;
     }

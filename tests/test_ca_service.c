@@ -24,6 +24,7 @@
 #include "atriumd_fixture.h"
 #include "ca.h"
 #include "ca_client.h"
+#include "memory_text.h"
 #include "workload.h"
 
 #include <ctype.h>
@@ -563,11 +564,7 @@ static const char *rsa_csr(const char *identity, unsigned bits)
     int signed_size = X509_REQ_sign(request, key, EVP_sha256());
     BIO *memory = BIO_new(BIO_s_mem());
     int written = memory ? PEM_write_bio_X509_REQ(memory, request) : 0;
-    char *pem = NULL;
-    char *data = NULL;
-    long length = memory ? BIO_get_mem_data(memory, &data) : 0;
-    if (written == 1 && length > 0)
-        pem = strndup(data, (size_t)length);
+    char *pem = written == 1 ? memory_bio_text(memory) : NULL;
     BIO_free(memory);
     X509_REQ_free(request);
     EVP_PKEY_free(key);

@@ -16,6 +16,7 @@
 // clang-format on
 
 #include "ca.h"
+#include "memory_text.h"
 #include "model.h"
 #include "spiffe.h"
 #include "workload.h"
@@ -219,9 +220,7 @@ static char *custom_csr(EVP_PKEY *key, const san *sans, size_t count)
     assert_true(X509_REQ_sign(request, key, EVP_sha256()) > 0);
     BIO *bio = BIO_new(BIO_s_mem());
     assert_int_equal(PEM_write_bio_X509_REQ(bio, request), 1);
-    char *data = NULL;
-    long length = BIO_get_mem_data(bio, &data);
-    char *pem = strndup(data, (size_t)length);
+    char *pem = memory_bio_text(bio);
     BIO_free(bio);
     sk_X509_EXTENSION_pop_free(extensions, X509_EXTENSION_free);
     GENERAL_NAMES_free(names);
@@ -245,9 +244,7 @@ static char *tamper_csr(const char *csr_pem)
     assert_non_null(tampered);
     bio = BIO_new(BIO_s_mem());
     assert_int_equal(PEM_write_bio_X509_REQ(bio, tampered), 1);
-    char *data = NULL;
-    long pem_length = BIO_get_mem_data(bio, &data);
-    char *pem = strndup(data, (size_t)pem_length);
+    char *pem = memory_bio_text(bio);
     BIO_free(bio);
     X509_REQ_free(tampered);
     X509_REQ_free(request);
