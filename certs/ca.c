@@ -945,11 +945,46 @@ static bool copy_public_key(X509 *cert, X509_PUBKEY *from)
     return true;
 }
 
+/* What one signing needs, taken under the lock and then used without it, so
+ * that signings run in parallel and a rotation never swaps the issuer under
+ * one: the issuer and its key (each with a reference of its own) and the
+ * leaf's validity. */
+typedef struct {
+    X509 *issuer;
+    EVP_PKEY *issuer_key;
+    time_t not_before;
+    time_t not_after;
+} signing_snapshot;
+
+static int take_signing_snapshot(ca *authority, uint32_t ttl_s, int64_t now_ms,
+                                 signing_snapshot *signer, char *error, size_t error_size)
+{
+    memset(signer, 0, sizeof *signer);
+    pthread_mutex_lock(&authority->lock);
+    int result = leaf_validity(authority, ttl_s, now_ms, &signer->not_before, &signer->not_after,
+                               error, error_size);
+    if (result == 0) {
+        X509_up_ref(authority->issuer);
+        EVP_PKEY_up_ref(authority->issuer_key);
+        signer->issuer = authority->issuer;
+        signer->issuer_key = authority->issuer_key;
+    }
+    pthread_mutex_unlock(&authority->lock);
+    return result;
+}
+
+static void release_signing_snapshot(signing_snapshot *signer)
+{
+    X509_free(signer->issuer);
+    EVP_PKEY_free(signer->issuer_key);
+    memset(signer, 0, sizeof *signer);
+}
+
 /* key: the subject's key; public_key (may be NULL): the same key as a CSR
  * carried it, copied as is when given. */
-static X509 *make_leaf(ca *authority, EVP_PKEY *key, X509_PUBKEY *public_key, const char *identity,
-                       const char *service, const char *ip, time_t not_before, time_t not_after,
-                       char *error, size_t error_size)
+static X509 *make_leaf(const signing_snapshot *signer, EVP_PKEY *key, X509_PUBKEY *public_key,
+                       const char *identity, const char *service, const char *ip, char *error,
+                       size_t error_size)
 {
     X509 *cert = X509_new();
     GENERAL_NAMES *names = GENERAL_NAMES_new();
@@ -960,11 +995,11 @@ static X509 *make_leaf(ca *authority, EVP_PKEY *key, X509_PUBKEY *public_key, co
         return NULL;
     }
     bool ok = X509_set_version(cert, X509_VERSION_3) == 1 && set_random_serial(cert) &&
-              ASN1_TIME_set(X509_getm_notBefore(cert), not_before) != NULL &&
-              ASN1_TIME_set(X509_getm_notAfter(cert), not_after) != NULL &&
+              ASN1_TIME_set(X509_getm_notBefore(cert), signer->not_before) != NULL &&
+              ASN1_TIME_set(X509_getm_notAfter(cert), signer->not_after) != NULL &&
               (public_key != NULL ? copy_public_key(cert, public_key)
                                   : X509_set_pubkey(cert, key) == 1) &&
-              X509_set_issuer_name(cert, X509_get_subject_name(authority->issuer)) == 1 &&
+              X509_set_issuer_name(cert, X509_get_subject_name(signer->issuer)) == 1 &&
               X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_UTF8,
                                          (const unsigned char *)service, -1, -1, 0) == 1;
     /* The SAN, built as values (never parsed from text). */
@@ -1001,12 +1036,12 @@ static X509 *make_leaf(ca *authority, EVP_PKEY *key, X509_PUBKEY *public_key, co
     const char *usage = EVP_PKEY_is_a(key, "RSA") ? "critical,digitalSignature,keyEncipherment"
                                                   : "critical,digitalSignature";
     ok = ok && X509_add1_ext_i2d(cert, NID_subject_alt_name, names, 0, X509V3_ADD_DEFAULT) == 1 &&
-         add_extension(cert, authority->issuer, NID_basic_constraints, "critical,CA:FALSE") &&
-         add_extension(cert, authority->issuer, NID_key_usage, usage) &&
-         add_extension(cert, authority->issuer, NID_ext_key_usage, "serverAuth,clientAuth") &&
-         add_extension(cert, authority->issuer, NID_subject_key_identifier, "hash") &&
-         add_extension(cert, authority->issuer, NID_authority_key_identifier, "keyid:always") &&
-         X509_sign(cert, authority->issuer_key, digest_for(authority->issuer_key)) > 0;
+         add_extension(cert, signer->issuer, NID_basic_constraints, "critical,CA:FALSE") &&
+         add_extension(cert, signer->issuer, NID_key_usage, usage) &&
+         add_extension(cert, signer->issuer, NID_ext_key_usage, "serverAuth,clientAuth") &&
+         add_extension(cert, signer->issuer, NID_subject_key_identifier, "hash") &&
+         add_extension(cert, signer->issuer, NID_authority_key_identifier, "keyid:always") &&
+         X509_sign(cert, signer->issuer_key, digest_for(signer->issuer_key)) > 0;
     GENERAL_NAMES_free(names);
     if (!ok) {
         set_error(error, error_size, "cannot build the certificate");
@@ -1017,10 +1052,10 @@ static X509 *make_leaf(ca *authority, EVP_PKEY *key, X509_PUBKEY *public_key, co
 }
 
 /* Fills chain (leaf + issuer PEM) and record from a signed leaf. */
-static int finish_leaf(ca *authority, X509 *leaf, const char *identity, char **chain_pem,
-                       model_certificate *record, char *error, size_t error_size)
+static int finish_leaf(const signing_snapshot *signer, X509 *leaf, const char *identity,
+                       char **chain_pem, model_certificate *record, char *error, size_t error_size)
 {
-    X509 *chain[2] = {leaf, authority->issuer};
+    X509 *chain[2] = {leaf, signer->issuer};
     char *pem = certs_to_pem(chain, 2);
     char *serial = serial_hex(X509_get0_serialNumber(leaf));
     char *identity_copy = strdup(identity);
@@ -1097,15 +1132,13 @@ int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identit
                   identity, expected_identity);
         goto done;
     }
-    pthread_mutex_lock(&authority->lock);
-    time_t not_before = 0;
-    time_t not_after = 0;
-    if (leaf_validity(authority, ttl_s, now_ms, &not_before, &not_after, error, error_size) == 0 &&
-        (leaf = make_leaf(authority, key, X509_REQ_get_X509_PUBKEY(request), identity, service,
-                          NULL, not_before, not_after, error, error_size)) != NULL) {
-        result = finish_leaf(authority, leaf, identity, chain_pem, record, error, error_size);
+    signing_snapshot signer;
+    if (take_signing_snapshot(authority, ttl_s, now_ms, &signer, error, error_size) == 0 &&
+        (leaf = make_leaf(&signer, key, X509_REQ_get_X509_PUBKEY(request), identity, service, NULL,
+                          error, error_size)) != NULL) {
+        result = finish_leaf(&signer, leaf, identity, chain_pem, record, error, error_size);
     }
-    pthread_mutex_unlock(&authority->lock);
+    release_signing_snapshot(&signer);
 done:
     X509_free(leaf);
     free(identity);
@@ -1137,15 +1170,13 @@ int ca_issue_server_certificate(ca *authority, const char *identity, const char 
     }
     int result = -1;
     X509 *leaf = NULL;
-    pthread_mutex_lock(&authority->lock);
-    time_t not_before = 0;
-    time_t not_after = 0;
-    if (leaf_validity(authority, ttl_s, now_ms, &not_before, &not_after, error, error_size) == 0 &&
-        (leaf = make_leaf(authority, key, NULL, identity, service, ip_address, not_before,
-                          not_after, error, error_size)) != NULL) {
-        result = finish_leaf(authority, leaf, identity, chain_pem, record, error, error_size);
+    signing_snapshot signer;
+    if (take_signing_snapshot(authority, ttl_s, now_ms, &signer, error, error_size) == 0 &&
+        (leaf = make_leaf(&signer, key, NULL, identity, service, ip_address, error, error_size)) !=
+            NULL) {
+        result = finish_leaf(&signer, leaf, identity, chain_pem, record, error, error_size);
     }
-    pthread_mutex_unlock(&authority->lock);
+    release_signing_snapshot(&signer);
     if (result == 0) {
         *key_pem = keys_to_pem(&key, 1);
         if (*key_pem == NULL) {
