@@ -119,6 +119,42 @@ static bool revoked(store *db, const char *serial, int64_t now_ms)
  * never leaves this function, and no record of it exists) and the status
  * says why. Signing first parses the CSR once, for both its checks and its
  * identity. */
+/* A renewal: the client certificate must be ours, valid, not revoked, and of
+ * the identity the CSR asks for. Returns GRPC_STATUS_OK or
+ * GRPC_STATUS_PERMISSION_DENIED with why filled. */
+static grpc_status_code check_renewal(ca_service *service, grpc_call *call, const char *identity,
+                                      int64_t now, char *why, size_t why_size)
+{
+    char reason[512];
+    grpc_status_code status = GRPC_STATUS_OK;
+    char *presented = peer_certificate(call);
+    char *presented_identity = NULL;
+    char *presented_serial = NULL;
+    if (presented == NULL) {
+        snprintf(why, why_size,
+                 "no join token and no client certificate: a first certificate needs a join "
+                 "token, a renewal the current certificate of %s",
+                 identity);
+        status = GRPC_STATUS_PERMISSION_DENIED;
+    } else if (ca_verify_leaf(service->authority, presented, now, &presented_identity, reason,
+                              sizeof(reason)) != 0) {
+        snprintf(why, why_size, "client certificate: %s", reason);
+        status = GRPC_STATUS_PERMISSION_DENIED;
+    } else if (strcmp(presented_identity, identity) != 0) {
+        snprintf(why, why_size, "the client certificate is %s, the CSR asks for %s",
+                 presented_identity, identity);
+        status = GRPC_STATUS_PERMISSION_DENIED;
+    } else if (ca_certificate_serial(presented, &presented_serial, reason, sizeof(reason)) != 0 ||
+               revoked(service->db, presented_serial, now)) {
+        snprintf(why, why_size, "the client certificate is revoked");
+        status = GRPC_STATUS_PERMISSION_DENIED;
+    }
+    free(presented);
+    free(presented_identity);
+    free(presented_serial);
+    return status;
+}
+
 static grpc_status_code create_certificate(ca_service *service, grpc_call *call,
                                            const Atrium__Ca__V1__CreateCertificateRequest *request,
                                            char **chain, char **bundle, char *why, size_t why_size)
@@ -139,81 +175,43 @@ static grpc_status_code create_certificate(ca_service *service, grpc_call *call,
     }
     const char *identity = record.identity;
     grpc_status_code status = GRPC_STATUS_OK;
-    bool token_hash_ready = false;
-    uint8_t token_hash[MODEL_TOKEN_HASH_SIZE];
-    if (request->token != NULL && request->token[0] != '\0') {
-        /* First certificate: the token must admit exactly this identity. */
-        join_token_hash(request->token, token_hash);
-        model_join_token_list tokens;
-        store_error error;
-        const model_join_token *match = NULL;
-        if (store_list_join_tokens(service->db, &tokens, &error) == STORE_OK) {
-            for (size_t i = 0; i < tokens.count && match == NULL; i++) {
-                if (memcmp(tokens.items[i].hash, token_hash, sizeof(token_hash)) == 0)
-                    match = &tokens.items[i];
-            }
-        } else {
-            memset(&tokens, 0, sizeof(tokens));
-        }
-        char *admitted = NULL;
-        if (match != NULL)
-            spiffe_format(service->trust_domain, match->namespace_name, match->service, &admitted,
-                          reason, sizeof(reason));
-        if (match == NULL) {
-            snprintf(why, why_size, "unknown join token");
-            status = GRPC_STATUS_PERMISSION_DENIED;
-        } else if (admitted == NULL || strcmp(admitted, identity) != 0) {
-            snprintf(why, why_size, "the join token admits %s, the CSR asks for %s",
-                     admitted ? admitted : "?", identity);
-            status = GRPC_STATUS_PERMISSION_DENIED;
-        } else {
-            token_hash_ready = true; /* its use is counted below, atomically */
-        }
-        free(admitted);
-        model_join_token_list_free(&tokens);
-    } else {
-        /* Renewal: the client certificate must be ours, valid, not revoked,
-         * and of the same identity. */
-        char *presented = peer_certificate(call);
-        char *presented_identity = NULL;
-        char *presented_serial = NULL;
-        if (presented == NULL) {
-            snprintf(why, why_size,
-                     "no join token and no client certificate: a first certificate needs a join "
-                     "token, a renewal the current certificate of %s",
-                     identity);
-            status = GRPC_STATUS_PERMISSION_DENIED;
-        } else if (ca_verify_leaf(service->authority, presented, now, &presented_identity, reason,
-                                  sizeof(reason)) != 0) {
-            snprintf(why, why_size, "client certificate: %s", reason);
-            status = GRPC_STATUS_PERMISSION_DENIED;
-        } else if (strcmp(presented_identity, identity) != 0) {
-            snprintf(why, why_size, "the client certificate is %s, the CSR asks for %s",
-                     presented_identity, identity);
-            status = GRPC_STATUS_PERMISSION_DENIED;
-        } else if (ca_certificate_serial(presented, &presented_serial, reason, sizeof(reason)) !=
-                       0 ||
-                   revoked(service->db, presented_serial, now)) {
-            snprintf(why, why_size, "the client certificate is revoked");
-            status = GRPC_STATUS_PERMISSION_DENIED;
-        }
-        free(presented);
-        free(presented_identity);
-        free(presented_serial);
+    bool first_certificate = request->token != NULL && request->token[0] != '\0';
+    if (!first_certificate) {
+        status = check_renewal(service, call, identity, now, why, why_size);
+    }
+    if (status == GRPC_STATUS_OK &&
+        (*bundle = ca_trust_bundle_pem(service->authority, now)) == NULL) {
+        snprintf(why, why_size, "could not build the trust bundle");
+        status = GRPC_STATUS_INTERNAL;
     }
     store_error error;
-    if (status == GRPC_STATUS_OK && token_hash_ready &&
-        store_consume_join_token(service->db, token_hash, now, NULL, &error) != STORE_OK) {
-        snprintf(why, why_size, "%s", error.message); /* expired or used up */
-        status = GRPC_STATUS_PERMISSION_DENIED;
-    }
-    if (status == GRPC_STATUS_OK) {
-        *bundle = ca_trust_bundle_pem(service->authority, now);
-        if (*bundle == NULL ||
-            store_record_certificate(service->db, &record, NULL, &error) != STORE_OK) {
-            snprintf(why, why_size, "could not record the certificate");
-            status = GRPC_STATUS_INTERNAL;
+    if (status == GRPC_STATUS_OK && first_certificate) {
+        /* The token must admit exactly this identity; its use is counted and
+         * the certificate recorded in one transaction. */
+        uint8_t token_hash[MODEL_TOKEN_HASH_SIZE];
+        join_token_hash(request->token, token_hash);
+        spiffe_id asked;
+        if (spiffe_parse(identity, &asked, reason, sizeof(reason)) != 0) {
+            snprintf(why, why_size, "csr_pem: %s", reason);
+            status = GRPC_STATUS_INVALID_ARGUMENT;
+        } else {
+            store_status stored = store_record_certificate_with_join_token(
+                service->db, token_hash, asked.namespace_name, asked.service, now, &record, NULL,
+                &error);
+            if (stored == STORE_NOT_FOUND ||
+                (stored == STORE_CONFLICT && strcmp(error.field, "token") == 0)) {
+                snprintf(why, why_size, "%s (the CSR asks for %s)", error.message, identity);
+                status = GRPC_STATUS_PERMISSION_DENIED;
+            } else if (stored != STORE_OK) {
+                snprintf(why, why_size, "could not record the certificate: %s", error.message);
+                status = GRPC_STATUS_INTERNAL;
+            }
+            spiffe_id_clear(&asked);
         }
+    } else if (status == GRPC_STATUS_OK &&
+               store_record_certificate(service->db, &record, NULL, &error) != STORE_OK) {
+        snprintf(why, why_size, "could not record the certificate: %s", error.message);
+        status = GRPC_STATUS_INTERNAL;
     }
     if (status != GRPC_STATUS_OK) {
         free(*chain);

@@ -1710,40 +1710,60 @@ store_status store_delete_join_token(store *db, const char *id, int64_t *revisio
     return write_end(db, status, revision, error);
 }
 
-store_status store_consume_join_token(store *db, const uint8_t hash[MODEL_TOKEN_HASH_SIZE],
-                                      int64_t now_ms, model_join_token *out, store_error *error)
+/* Inside a write transaction: finds the token with this hash, checks that it
+ * admits namespace_name/service (when not NULL), has not expired and has uses
+ * left, and counts one use. *token gets the token as it was before the use;
+ * the caller clears it. */
+static store_status use_join_token(store *db, const uint8_t hash[MODEL_TOKEN_HASH_SIZE],
+                                   const char *namespace_name, const char *service, int64_t now_ms,
+                                   model_join_token *token, store_error *error)
 {
-    store_status status = write_begin(db, error);
-    if (status != STORE_OK)
-        return status;
-    model_join_token token = {0};
+    memset(token, 0, sizeof(*token));
     bool found = false;
     sqlite3_stmt *stmt = statement(&db->writer, SQL_TOKEN_BY_HASH, error);
-    status = stmt ? STORE_OK : (error ? error->status : STORE_IO);
+    store_status status = stmt ? STORE_OK : (error ? error->status : STORE_IO);
     if (status == STORE_OK) {
         sqlite3_bind_blob(stmt, 1, hash, MODEL_TOKEN_HASH_SIZE, SQLITE_STATIC);
         status = step_row(db->writer.handle, stmt, &found, "looking up the join token", error);
         if (status == STORE_OK) {
-            if (found && token_from_row(stmt, &token) != STORE_OK)
+            if (found && token_from_row(stmt, token) != STORE_OK)
                 status = set_error(error, STORE_IO, NULL, "out of memory");
             finish(stmt);
         }
     }
     if (status == STORE_OK && !found)
         status = set_error(error, STORE_NOT_FOUND, "token", "unknown join token");
-    if (status == STORE_OK && now_ms >= token.expires_at_ms)
-        status = set_error(error, STORE_CONFLICT, "token", "join token '%s' has expired", token.id);
-    if (status == STORE_OK && token.uses >= token.uses_allowed)
+    if (status == STORE_OK && namespace_name != NULL && service != NULL &&
+        (strcmp(token->namespace_name, namespace_name) != 0 ||
+         strcmp(token->service, service) != 0))
+        status =
+            set_error(error, STORE_CONFLICT, "token", "join token '%s' admits %s/%s, not %s/%s",
+                      token->id, token->namespace_name, token->service, namespace_name, service);
+    if (status == STORE_OK && now_ms >= token->expires_at_ms)
+        status =
+            set_error(error, STORE_CONFLICT, "token", "join token '%s' has expired", token->id);
+    if (status == STORE_OK && token->uses >= token->uses_allowed)
         status = set_error(error, STORE_CONFLICT, "token", "join token '%s' is used up (%u of %u)",
-                           token.id, token.uses, token.uses_allowed);
+                           token->id, token->uses, token->uses_allowed);
     if (status == STORE_OK && (stmt = statement(&db->writer, SQL_TOKEN_USE, error)) == NULL)
         status = error ? error->status : STORE_IO;
     if (status == STORE_OK) {
-        sqlite3_bind_text(stmt, 1, token.id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(stmt, 1, token->id, -1, SQLITE_STATIC);
         status = step_write(db, stmt, NULL, "counting the token use", error);
     }
     if (status == STORE_OK)
-        status = log_change(db, MODEL_KIND_JOIN_TOKEN, token.id, MODEL_CHANGE_PUT, error);
+        status = log_change(db, MODEL_KIND_JOIN_TOKEN, token->id, MODEL_CHANGE_PUT, error);
+    return status;
+}
+
+store_status store_consume_join_token(store *db, const uint8_t hash[MODEL_TOKEN_HASH_SIZE],
+                                      int64_t now_ms, model_join_token *out, store_error *error)
+{
+    store_status status = write_begin(db, error);
+    if (status != STORE_OK)
+        return status;
+    model_join_token token;
+    status = use_join_token(db, hash, NULL, NULL, now_ms, &token, error);
     status = write_end(db, status, NULL, error);
     if (status == STORE_OK && out != NULL) {
         token.uses++;
@@ -1775,8 +1795,7 @@ static store_status certificate_row_reader(sqlite3_stmt *stmt, void *context)
     return item ? certificate_from_row(stmt, item) : STORE_IO;
 }
 
-store_status store_record_certificate(store *db, const model_certificate *certificate,
-                                      int64_t *revision, store_error *error)
+static store_status check_certificate(const model_certificate *certificate, store_error *error)
 {
     if (certificate->serial == NULL || certificate->serial[0] == '\0')
         return set_error(error, STORE_INVALID, "serial", "a certificate needs a serial");
@@ -1785,11 +1804,15 @@ store_status store_record_certificate(store *db, const model_certificate *certif
     if (certificate->not_after_ms <= certificate->not_before_ms)
         return set_error(error, STORE_INVALID, "not_after",
                          "not_after must be later than not_before");
-    store_status status = write_begin(db, error);
-    if (status != STORE_OK)
-        return status;
+    return STORE_OK;
+}
+
+/* Inside a write transaction: inserts the certificate's record. */
+static store_status insert_certificate(store *db, const model_certificate *certificate,
+                                       store_error *error)
+{
     sqlite3_stmt *stmt = statement(&db->writer, SQL_CERT_INSERT, error);
-    status = stmt ? STORE_OK : (error ? error->status : STORE_IO);
+    store_status status = stmt ? STORE_OK : (error ? error->status : STORE_IO);
     if (status == STORE_OK) {
         sqlite3_bind_text(stmt, 1, certificate->serial, -1, SQLITE_STATIC);
         sqlite3_bind_text(stmt, 2, certificate->identity, -1, SQLITE_STATIC);
@@ -1805,6 +1828,38 @@ store_status store_record_certificate(store *db, const model_certificate *certif
     if (status == STORE_OK)
         status =
             log_change(db, MODEL_KIND_CERTIFICATE, certificate->serial, MODEL_CHANGE_PUT, error);
+    return status;
+}
+
+store_status store_record_certificate(store *db, const model_certificate *certificate,
+                                      int64_t *revision, store_error *error)
+{
+    store_status status = check_certificate(certificate, error);
+    if (status == STORE_OK)
+        status = write_begin(db, error);
+    if (status != STORE_OK)
+        return status;
+    status = insert_certificate(db, certificate, error);
+    return write_end(db, status, revision, error);
+}
+
+store_status store_record_certificate_with_join_token(store *db,
+                                                      const uint8_t hash[MODEL_TOKEN_HASH_SIZE],
+                                                      const char *namespace_name,
+                                                      const char *service, int64_t now_ms,
+                                                      const model_certificate *certificate,
+                                                      int64_t *revision, store_error *error)
+{
+    store_status status = check_certificate(certificate, error);
+    if (status == STORE_OK)
+        status = write_begin(db, error);
+    if (status != STORE_OK)
+        return status;
+    model_join_token token;
+    status = use_join_token(db, hash, namespace_name, service, now_ms, &token, error);
+    model_join_token_clear(&token);
+    if (status == STORE_OK)
+        status = insert_certificate(db, certificate, error);
     return write_end(db, status, revision, error);
 }
 

@@ -170,6 +170,17 @@ store_status store_consume_join_token(store *db, const uint8_t hash[MODEL_TOKEN_
 
 store_status store_record_certificate(store *db, const model_certificate *certificate,
                                       int64_t *revision, store_error *error);
+/* A first certificate, in one transaction: counts one use of the join token
+ * with this hash, which must admit namespace_name/service, and records the
+ * certificate; on any failure neither happens. STORE_NOT_FOUND for an unknown
+ * token, STORE_CONFLICT (field "token") when it admits another service, has
+ * expired or is used up, or (field "serial") for a serial already recorded. */
+store_status store_record_certificate_with_join_token(store *db,
+                                                      const uint8_t hash[MODEL_TOKEN_HASH_SIZE],
+                                                      const char *namespace_name,
+                                                      const char *service, int64_t now_ms,
+                                                      const model_certificate *certificate,
+                                                      int64_t *revision, store_error *error);
 /* identity NULL: all. Ordered by not_before. */
 store_status store_list_certificates(store *db, const char *identity, model_certificate_list *out,
                                      store_error *error);

@@ -1299,6 +1299,73 @@ static bool list_has_serial(const model_certificate_list *list, const char *seri
     return false;
 }
 
+/* A first certificate: the token's use and the record commit together, or
+ * neither does. */
+static void test_certificate_with_join_token(void **state)
+{
+    fixture *f = *state;
+    store_error err;
+    put_service(f->db, "web");
+    model_join_token token;
+    make_token(&token, "tok-once", 0x55, 100000, 1);
+    int64_t revision = 0;
+    assert_store_ok(store_create_join_token(f->db, &token, &revision, &err));
+    model_certificate cert;
+    memset(&cert, 0, sizeof cert);
+    cert.serial = xstrdup("0a");
+    cert.identity = xstrdup("spiffe://atrium.local/ns/default/sa/web");
+    cert.not_before_ms = 1000;
+    cert.not_after_ms = 2000;
+    int64_t before = current_revision(f->db);
+
+    /* Another service than the token admits: refused, nothing changes. */
+    assert_store(STORE_CONFLICT,
+                 store_record_certificate_with_join_token(f->db, token.hash, "default", "api", 1500,
+                                                          &cert, &revision, &err));
+    assert_string_equal(err.field, "token");
+    assert_non_null(strstr(err.message, "admits default/web"));
+    assert_int_equal(current_revision(f->db), before);
+
+    /* A serial already recorded: refused, and the token's use is not counted. */
+    record_cert(f->db, "0a", "spiffe://atrium.local/ns/default/sa/web", 1000, 2000);
+    before = current_revision(f->db);
+    assert_store(STORE_CONFLICT,
+                 store_record_certificate_with_join_token(f->db, token.hash, "default", "web", 1500,
+                                                          &cert, &revision, &err));
+    assert_string_equal(err.field, "serial");
+    assert_int_equal(current_revision(f->db), before);
+
+    /* The one use: the use and the record land in one transaction, one revision. */
+    free(cert.serial);
+    cert.serial = xstrdup("0b");
+    assert_store_ok(store_record_certificate_with_join_token(f->db, token.hash, "default", "web",
+                                                             1500, &cert, &revision, &err));
+    assert_int_equal(revision, before + 1);
+    model_certificate_list list = {0};
+    assert_store_ok(store_list_certificates(f->db, NULL, &list, &err));
+    assert_int_equal(list.count, 2);
+    model_certificate_list_free(&list);
+
+    /* Used up now; unknown hashes are not found. */
+    free(cert.serial);
+    cert.serial = xstrdup("0c");
+    assert_store(STORE_CONFLICT,
+                 store_record_certificate_with_join_token(f->db, token.hash, "default", "web", 1500,
+                                                          &cert, &revision, &err));
+    assert_non_null(strstr(err.message, "used up"));
+    uint8_t unknown[MODEL_TOKEN_HASH_SIZE];
+    memset(unknown, 0x66, sizeof unknown);
+    assert_store(STORE_NOT_FOUND,
+                 store_record_certificate_with_join_token(f->db, unknown, "default", "web", 1500,
+                                                          &cert, &revision, &err));
+    assert_store_ok(store_list_certificates(f->db, NULL, &list, &err));
+    assert_int_equal(list.count, 2);
+    model_certificate_list_free(&list);
+
+    model_certificate_clear(&cert);
+    model_join_token_clear(&token);
+}
+
 static void test_certificates(void **state)
 {
     fixture *f = *state;
@@ -2186,6 +2253,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_service_replace_keeps_children, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_service_cascades, setup, teardown),
         cmocka_unit_test_setup_teardown(test_join_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_certificate_with_join_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_certificates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proxies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_save_proxies, setup, teardown),
