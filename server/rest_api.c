@@ -423,6 +423,15 @@ static void get_routes(store *db, const rest_call *call, rest_reply *reply)
     model_routes_clear(&routes);
 }
 
+/* Fills error for a failed allocation before a store call; returns STORE_IO. */
+static store_status set_out_of_memory(store_error *error)
+{
+    memset(error, 0, sizeof(*error));
+    error->status = STORE_IO;
+    snprintf(error->message, sizeof(error->message), "out of memory");
+    return STORE_IO;
+}
+
 static void put_routes(store *db, const rest_call *call, rest_reply *reply)
 {
     json_t *document = document_body(call->body, call->params[0], reply);
@@ -443,13 +452,17 @@ static void put_routes(store *db, const rest_call *call, rest_reply *reply)
     }
     routes.service = strdup(call->params[0]);
     store_error error;
-    store_status status =
-        routes.service ? store_put_routes(db, &routes, call->if_revision, NULL, &error) : STORE_IO;
-    model_routes_clear(&routes);
+    bool created = false;
+    int64_t revision = 0;
+    store_status status = routes.service ? store_put_routes(db, &routes, call->if_revision,
+                                                            &created, &revision, &error)
+                                         : set_out_of_memory(&error);
     if (status != STORE_OK)
         reply_store_error(reply, &error);
-    else
-        get_routes(db, call, reply);
+    else /* the document as stored, at the revision of this write */
+        reply_json(reply, created ? 201 : 200,
+                   with_owner(model_routes_to_json(&routes), routes.service, revision), revision);
+    model_routes_clear(&routes);
 }
 
 static void delete_routes(store *db, const rest_call *call, rest_reply *reply)
@@ -496,13 +509,17 @@ static void put_policy(store *db, const rest_call *call, rest_reply *reply)
     }
     policy.service = strdup(call->params[0]);
     store_error error;
-    store_status status =
-        policy.service ? store_put_policy(db, &policy, call->if_revision, NULL, &error) : STORE_IO;
-    model_policy_clear(&policy);
+    bool created = false;
+    int64_t revision = 0;
+    store_status status = policy.service ? store_put_policy(db, &policy, call->if_revision,
+                                                            &created, &revision, &error)
+                                         : set_out_of_memory(&error);
     if (status != STORE_OK)
         reply_store_error(reply, &error);
-    else
-        get_policy(db, call, reply);
+    else /* the document as stored, at the revision of this write */
+        reply_json(reply, created ? 201 : 200,
+                   with_owner(model_policy_to_json(&policy), policy.service, revision), revision);
+    model_policy_clear(&policy);
 }
 
 static void delete_policy(store *db, const rest_call *call, rest_reply *reply)

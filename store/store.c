@@ -1456,8 +1456,11 @@ store_status store_reap_expired_endpoints(store *db, int64_t now_ms, size_t *rea
 /* Upserts a JSON document row (routes or policy) for service and logs it. */
 static store_status document_put(store *db, statement_id id, statement_id revision_id,
                                  model_entity_kind kind, const char *service, json_t *document,
-                                 int64_t if_revision, int64_t *revision, store_error *error)
+                                 int64_t if_revision, bool *created, int64_t *revision,
+                                 store_error *error)
 {
+    if (created != NULL)
+        *created = false;
     if (!model_name_is_valid(service)) {
         json_decref(document);
         return set_error(error, STORE_INVALID, "service", "invalid service name");
@@ -1486,7 +1489,10 @@ static store_status document_put(store *db, statement_id id, statement_id revisi
     if (status == STORE_OK)
         status = log_change(db, kind, service, MODEL_CHANGE_PUT, error);
     free(text);
-    return write_end(db, status, revision, error);
+    status = write_end(db, status, revision, error);
+    if (status == STORE_OK && created != NULL)
+        *created = !found;
+    return status;
 }
 
 /* Reads a document row; *document is a new reference. */
@@ -1542,14 +1548,14 @@ static store_status document_delete(store *db, statement_id id, statement_id rev
 }
 
 store_status store_put_routes(store *db, const model_routes *routes, int64_t if_revision,
-                              int64_t *revision, store_error *error)
+                              bool *created, int64_t *revision, store_error *error)
 {
     model_error invalid;
     if (!model_routes_validate(routes, &invalid))
         return invalid_from_model(error, &invalid);
     return document_put(db, SQL_ROUTES_UPSERT, SQL_ROUTES_REVISION, MODEL_KIND_ROUTES,
-                        routes->service, model_routes_to_json(routes), if_revision, revision,
-                        error);
+                        routes->service, model_routes_to_json(routes), if_revision, created,
+                        revision, error);
 }
 
 store_status store_get_routes(store *db, const char *service, model_routes *out, store_error *error)
@@ -1583,14 +1589,14 @@ store_status store_delete_routes(store *db, const char *service, int64_t if_revi
 }
 
 store_status store_put_policy(store *db, const model_policy *policy, int64_t if_revision,
-                              int64_t *revision, store_error *error)
+                              bool *created, int64_t *revision, store_error *error)
 {
     model_error invalid;
     if (!model_policy_validate(policy, &invalid))
         return invalid_from_model(error, &invalid);
     return document_put(db, SQL_POLICY_UPSERT, SQL_POLICY_REVISION, MODEL_KIND_POLICY,
-                        policy->service, model_policy_to_json(policy), if_revision, revision,
-                        error);
+                        policy->service, model_policy_to_json(policy), if_revision, created,
+                        revision, error);
 }
 
 store_status store_get_policy(store *db, const char *service, model_policy *out, store_error *error)

@@ -137,14 +137,16 @@ store_status store_reap_expired_endpoints(store *db, int64_t now_ms, size_t *rea
 
 /* ---- routes and policies (one document per service) ---- */
 
+/* Puts store_put_* write the service's whole document; *created (may be NULL)
+ * says whether the service had none before. */
 store_status store_put_routes(store *db, const model_routes *routes, int64_t if_revision,
-                              int64_t *revision, store_error *error);
+                              bool *created, int64_t *revision, store_error *error);
 store_status store_get_routes(store *db, const char *service, model_routes *out,
                               store_error *error);
 store_status store_delete_routes(store *db, const char *service, int64_t if_revision,
                                  int64_t *revision, store_error *error);
 store_status store_put_policy(store *db, const model_policy *policy, int64_t if_revision,
-                              int64_t *revision, store_error *error);
+                              bool *created, int64_t *revision, store_error *error);
 store_status store_get_policy(store *db, const char *service, model_policy *out,
                               store_error *error);
 store_status store_delete_policy(store *db, const char *service, int64_t if_revision,

@@ -753,7 +753,7 @@ static void document_round_trip(const char *path, const char *body, const char *
     EXPECT_ERROR(reply, 404, "not_found", "service");
     done(reply);
 
-    reply = PUT(200, path, body);
+    reply = PUT(201, path, body);
     json_int_t revision = integer_of(reply->json, "revision");
     assert_int_equal(current_revision(), revision);
     assert_etag(reply, revision);
@@ -798,11 +798,11 @@ static void test_routes_and_policy(void **state)
                         "{\"service\": \"cart\", " POLICY_BODY ", \"revision\": %lld}");
 
     /* Defaults: no rules; default allow. */
-    response *reply = PUT(200, "/v1/services/cart/routes", "{\"rules\": []}");
+    response *reply = PUT(201, "/v1/services/cart/routes", "{\"rules\": []}");
     assert_string_equal(string_of(reply->json, "service"), "cart");
     ASSERT_JSON(json_object_get(reply->json, "rules"), "[]");
     done(reply);
-    reply = PUT(200, "/v1/services/cart/policy", "{\"service\": \"cart\"}");
+    reply = PUT(201, "/v1/services/cart/policy", "{\"service\": \"cart\"}");
     json_object_del(reply->json, "revision");
     ASSERT_JSON(reply->json,
                 "{\"service\": \"cart\", \"default\": \"allow\", \"allow\": [], \"deny\": []}");
@@ -824,8 +824,8 @@ static void test_cascade(void **state)
     done(PUT(201, "/v1/services/gone", "{}"));
     done(PUT(201, "/v1/services/gone/endpoints/x", "{\"address\": \"10.1.0.1\", \"port\": 80}"));
     done(PUT(201, "/v1/services/gone/endpoints/y", "{\"address\": \"10.1.0.2\", \"port\": 80}"));
-    done(PUT(200, "/v1/services/gone/routes", "{\"rules\": [{\"timeout_ms\": 100}]}"));
-    done(PUT(200, "/v1/services/gone/policy", "{\"default\": \"deny\"}"));
+    done(PUT(201, "/v1/services/gone/routes", "{\"rules\": [{\"timeout_ms\": 100}]}"));
+    done(PUT(201, "/v1/services/gone/policy", "{\"default\": \"deny\"}"));
 
     response *reply = DELETE(200, "/v1/services/gone");
     assert_int_equal(integer_of(reply->json, "revision"), current_revision());
@@ -935,7 +935,7 @@ static void test_if_match(void **state)
         EXPECT(412, "PUT", "/v1/services/cond/routes", JSON_TYPE, "{\"rules\": []}", "If-Match: *");
     EXPECT_ERROR(reply, 412, "precondition_failed", NULL);
     done(reply);
-    reply = PUT(200, "/v1/services/cond/routes", "{\"rules\": []}");
+    reply = PUT(201, "/v1/services/cond/routes", "{\"rules\": []}");
     snprintf(stale, sizeof(stale), "If-Match: %s", reply->etag);
     done(reply);
     reply = EXPECT(200, "PUT", "/v1/services/cond/routes", JSON_TYPE, "{\"rules\": []}", stale);
@@ -948,7 +948,7 @@ static void test_if_match(void **state)
     reply = EXPECT(412, "PUT", "/v1/services/cond/policy", JSON_TYPE, "{}", "If-Match: *");
     EXPECT_ERROR(reply, 412, "precondition_failed", NULL);
     done(reply);
-    reply = PUT(200, "/v1/services/cond/policy", "{}");
+    reply = PUT(201, "/v1/services/cond/policy", "{}");
     snprintf(header, sizeof(header), "If-Match: %s", reply->etag);
     done(reply);
     done(EXPECT(200, "DELETE", "/v1/services/cond/policy", NULL, NULL, header));
@@ -1090,8 +1090,13 @@ static bool writes_nothing(const char *method, const char *path, const char *bod
     done(PUT(200, "/v1/services/still/endpoints",
              "{\"endpoints\": [{\"id\": \"g\", \"address\": \"10.3.1.1\", \"port\": 80}, "
              "{\"id\": \"t\", \"address\": \"10.3.1.2\", \"port\": 80, \"ttl_s\": 3600}]}"));
-    done(PUT(200, "/v1/services/still/routes", "{\"rules\": []}"));
-    done(PUT(200, "/v1/services/still/policy", "{}"));
+    /* Created (201) by the first caller, replaced (200) by the next. */
+    reply = request("PUT", "/v1/services/still/routes", JSON_TYPE, "{\"rules\": []}", NULL);
+    assert_true(reply->status == 200 || reply->status == 201);
+    done(reply);
+    reply = request("PUT", "/v1/services/still/policy", JSON_TYPE, "{}", NULL);
+    assert_true(reply->status == 200 || reply->status == 201);
+    done(reply);
     sleep_ms(5); /* so that a heartbeat which writes moves expires_at_ms */
 
     json_t *before[PATH_COUNT];
@@ -1470,8 +1475,8 @@ static void test_bad_input_battery(void **state)
     done(PUT(201, BAT, "{}"));
     done(PUT(200, BAT, "{\"lb_policy\": \"random\"}"));
     done(PUT(201, "/v1/services/bat/endpoints/e1", "{\"address\": \"10.9.0.1\", \"port\": 80}"));
-    done(PUT(200, BAT_RT, "{\"rules\": [{\"timeout_ms\": 250}]}"));
-    done(PUT(200, BAT_PO, "{\"default\": \"allow\"}"));
+    done(PUT(201, BAT_RT, "{\"rules\": [{\"timeout_ms\": 250}]}"));
+    done(PUT(201, BAT_PO, "{\"default\": \"allow\"}"));
     json_t *before = snapshot();
 
     size_t failures = 0;

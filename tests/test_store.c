@@ -236,7 +236,7 @@ static int64_t put_routes(store *db, const char *service)
     model_routes routes;
     parse_routes(ROUTES_JSON, service, &routes);
     int64_t revision = 0;
-    assert_store_ok(store_put_routes(db, &routes, 0, &revision, &err));
+    assert_store_ok(store_put_routes(db, &routes, 0, NULL, &revision, &err));
     model_routes_clear(&routes);
     return revision;
 }
@@ -247,7 +247,7 @@ static int64_t put_policy(store *db, const char *service)
     model_policy policy;
     parse_policy(POLICY_JSON, service, &policy);
     int64_t revision = 0;
-    assert_store_ok(store_put_policy(db, &policy, 0, &revision, &err));
+    assert_store_ok(store_put_policy(db, &policy, 0, NULL, &revision, &err));
     model_policy_clear(&policy);
     return revision;
 }
@@ -910,7 +910,7 @@ static void test_routes_put_get_delete(void **state)
     parse_routes(ROUTES_JSON, "web", &routes);
     int64_t revision = 0;
 
-    assert_store(STORE_NOT_FOUND, store_put_routes(f->db, &routes, 0, &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_put_routes(f->db, &routes, 0, NULL, &revision, &err));
     model_routes got;
     memset(&got, 0, sizeof got);
     assert_store(STORE_NOT_FOUND, store_get_routes(f->db, "web", &got, &err));
@@ -922,7 +922,9 @@ static void test_routes_put_get_delete(void **state)
     assert_store(STORE_NOT_FOUND, store_get_routes(f->db, "web", &got, &err));
     assert_store(STORE_NOT_FOUND, store_delete_routes(f->db, "web", 0, &revision, &err));
 
-    assert_store_ok(store_put_routes(f->db, &routes, 0, &revision, &err));
+    bool created = false;
+    assert_store_ok(store_put_routes(f->db, &routes, 0, &created, &revision, &err));
+    assert_true(created);
     assert_int_equal(revision, 2);
     memset(&got, 0, sizeof got);
     assert_store_ok(store_get_routes(f->db, "web", &got, &err));
@@ -946,7 +948,8 @@ static void test_routes_put_get_delete(void **state)
 
     /* Replace. */
     parse_routes("{\"rules\":[{\"match\":{\"path_exact\":\"/x\"}},{}]}", "web", &routes);
-    assert_store_ok(store_put_routes(f->db, &routes, 0, &revision, &err));
+    assert_store_ok(store_put_routes(f->db, &routes, 0, &created, &revision, &err));
+    assert_false(created);
     assert_int_equal(revision, 3);
     model_routes_clear(&routes);
     memset(&got, 0, sizeof got);
@@ -976,7 +979,7 @@ static void test_policy_put_get_delete(void **state)
     parse_policy(POLICY_JSON, "web", &policy);
     int64_t revision = 0;
 
-    assert_store(STORE_NOT_FOUND, store_put_policy(f->db, &policy, 0, &revision, &err));
+    assert_store(STORE_NOT_FOUND, store_put_policy(f->db, &policy, 0, NULL, &revision, &err));
     model_policy got;
     memset(&got, 0, sizeof got);
     assert_store(STORE_NOT_FOUND, store_get_policy(f->db, "web", &got, &err));
@@ -986,7 +989,7 @@ static void test_policy_put_get_delete(void **state)
     put_service(f->db, "web");
     assert_store(STORE_NOT_FOUND, store_get_policy(f->db, "web", &got, &err));
 
-    assert_store_ok(store_put_policy(f->db, &policy, 0, &revision, &err));
+    assert_store_ok(store_put_policy(f->db, &policy, 0, NULL, &revision, &err));
     assert_int_equal(revision, 2);
     memset(&got, 0, sizeof got);
     assert_store_ok(store_get_policy(f->db, "web", &got, &err));
@@ -1008,7 +1011,7 @@ static void test_policy_put_get_delete(void **state)
     model_policy_clear(&policy);
 
     parse_policy("{\"default\":\"allow\",\"deny\":[{\"from\":\"batch\"}]}", "web", &policy);
-    assert_store_ok(store_put_policy(f->db, &policy, 0, &revision, &err));
+    assert_store_ok(store_put_policy(f->db, &policy, 0, NULL, &revision, &err));
     assert_int_equal(revision, 3);
     model_policy_clear(&policy);
     memset(&got, 0, sizeof got);
@@ -1037,14 +1040,14 @@ static void test_routes_policy_invalid(void **state)
     model_routes routes;
     parse_routes(ROUTES_JSON, "web", &routes);
     routes.rules[0].splits[1].weight = 0;
-    assert_store(STORE_INVALID, store_put_routes(f->db, &routes, 0, &revision, &err));
+    assert_store(STORE_INVALID, store_put_routes(f->db, &routes, 0, NULL, &revision, &err));
     assert_string_equal(err.field, "rules[0].split[1].weight");
     model_routes_clear(&routes);
 
     model_policy policy;
     parse_policy(POLICY_JSON, "web", &policy);
     set_str(&policy.allow[0].from, "Not A Service");
-    assert_store(STORE_INVALID, store_put_policy(f->db, &policy, 0, &revision, &err));
+    assert_store(STORE_INVALID, store_put_policy(f->db, &policy, 0, NULL, &revision, &err));
     assert_string_equal(err.field, "allow[0].from");
     model_policy_clear(&policy);
 
