@@ -115,10 +115,6 @@ static bool revoked(store *db, const char *serial, int64_t now_ms)
     return found;
 }
 
-/* Signs, then authorizes; on refusal the certificate is thrown away (it
- * never leaves this function, and no record of it exists) and the status
- * says why. Signing first parses the CSR once, for both its checks and its
- * identity. */
 /* A renewal: the client certificate must be ours, valid, not revoked, and of
  * the identity the CSR asks for. Returns GRPC_STATUS_OK or
  * GRPC_STATUS_PERMISSION_DENIED with why filled. */
@@ -155,6 +151,11 @@ static grpc_status_code check_renewal(ca_service *service, grpc_call *call, cons
     return status;
 }
 
+/* Signs, then authorizes; on refusal the certificate is thrown away (it
+ * never leaves this function, and no record of it exists) and the status
+ * says why. Signing first parses the CSR once, for both its checks and its
+ * identity. A first certificate's token use and its record are one store
+ * transaction, so a refusal never uses up a token. */
 static grpc_status_code create_certificate(ca_service *service, grpc_call *call,
                                            const Atrium__Ca__V1__CreateCertificateRequest *request,
                                            char **chain, char **bundle, char *why, size_t why_size)
