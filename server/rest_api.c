@@ -432,6 +432,21 @@ static store_status set_out_of_memory(store_error *error)
     return STORE_IO;
 }
 
+/* The reply to a routes or policy PUT: the store's error, or the document as
+ * written (document: a new reference, consumed) at the revision of this write,
+ * 201 when it created the service's document, 200 when it replaced it. */
+static void reply_document_put(rest_reply *reply, store_status status, const store_error *error,
+                               json_t *document, const char *service, bool created,
+                               int64_t revision)
+{
+    if (status != STORE_OK) {
+        json_decref(document);
+        reply_store_error(reply, error);
+        return;
+    }
+    reply_json(reply, created ? 201 : 200, with_owner(document, service, revision), revision);
+}
+
 static void put_routes(store *db, const rest_call *call, rest_reply *reply)
 {
     json_t *document = document_body(call->body, call->params[0], reply);
@@ -457,11 +472,8 @@ static void put_routes(store *db, const rest_call *call, rest_reply *reply)
     store_status status = routes.service ? store_put_routes(db, &routes, call->if_revision,
                                                             &created, &revision, &error)
                                          : set_out_of_memory(&error);
-    if (status != STORE_OK)
-        reply_store_error(reply, &error);
-    else /* the document as stored, at the revision of this write */
-        reply_json(reply, created ? 201 : 200,
-                   with_owner(model_routes_to_json(&routes), routes.service, revision), revision);
+    reply_document_put(reply, status, &error, model_routes_to_json(&routes), routes.service,
+                       created, revision);
     model_routes_clear(&routes);
 }
 
@@ -514,11 +526,8 @@ static void put_policy(store *db, const rest_call *call, rest_reply *reply)
     store_status status = policy.service ? store_put_policy(db, &policy, call->if_revision,
                                                             &created, &revision, &error)
                                          : set_out_of_memory(&error);
-    if (status != STORE_OK)
-        reply_store_error(reply, &error);
-    else /* the document as stored, at the revision of this write */
-        reply_json(reply, created ? 201 : 200,
-                   with_owner(model_policy_to_json(&policy), policy.service, revision), revision);
+    reply_document_put(reply, status, &error, model_policy_to_json(&policy), policy.service,
+                       created, revision);
     model_policy_clear(&policy);
 }
 
