@@ -29,6 +29,9 @@ packages=(
   python3-protobuf
   libxxhash-dev
   openssl
+  libhttp-parser-dev
+  nginx-light
+  haproxy
 )
 # Node.js and npm run the interop tests' real xDS clients and bring the upstream
 # .proto files for the golden tests. A machine that already has npm (for

@@ -1,0 +1,1464 @@
+/*
+ * data_path.c — atrium-proxy's HTTP/1.1 forwarding: workers, listeners,
+ * downstream connections, the upstream keep-alive pool, and the replies the
+ * proxy makes itself (see data_path.h).
+ *
+ * I/O. Each socket is registered once with its worker's libevent loop,
+ * edge-triggered for reading and writing, and never modified afterwards;
+ * reads go straight into the connection's input evbuffer (readv into
+ * reserved space) and writes go out as soon as there is something to write
+ * (writev from the output evbuffer). A request costs one read and one write
+ * on each side and no epoll_ctl, which is what lets a proxy keep up with
+ * the kernel; libevent still does the waiting, the timers and the buffers.
+ *
+ * Flow. One downstream connection carries one request at a time (pipelined
+ * requests wait in its input buffer). A request's head is parsed by
+ * http_codec, routed by router on the snapshot current when it arrived,
+ * rewritten (hop-by-hop headers dropped; x-forwarded-for and x-request-id
+ * added) and written to a pooled or new upstream connection; its body, and
+ * the response body coming back, are moved between evbuffers as raw bytes
+ * (chunk framing included) without being copied or held whole: a side stops
+ * reading while the other side's output holds more than HIGH_WATER bytes and
+ * resumes when it drains below LOW_WATER.
+ *
+ * Lifetimes. Everything a connection does happens in its progress function
+ * (downstream_progress, upstream_progress); a nested call only marks that
+ * there is more to do. A closed downstream is freed by the worker's reaper
+ * after the current callback, so no callback ever touches freed memory.
+ */
+#include "data_path.h"
+
+#include "http_codec.h"
+#include "router.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HIGH_WATER                 (256 * 1024)
+#define LOW_WATER                  (64 * 1024)
+#define READ_SIZE                  16384
+#define MAX_IDLE_PER_ENDPOINT      256
+#define POOL_BUCKETS               256 /* power of two */
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000
+
+typedef struct worker worker;
+typedef struct downstream downstream;
+typedef struct upstream upstream;
+
+/* A non-blocking socket with its buffers. */
+typedef struct socket_io {
+    int fd;
+    struct event *event; /* EV_READ | EV_WRITE | EV_ET | EV_PERSIST, added once */
+    struct evbuffer *input;
+    struct evbuffer *output;
+    bool unread;      /* the kernel may hold bytes not read yet */
+    bool peer_closed; /* a read returned end of file */
+    bool failed;      /* a read or a write failed */
+} socket_io;
+
+/* One listening socket of one worker. */
+typedef struct listener_socket {
+    char name[128];
+    char address[64];
+    uint16_t port;
+    struct evconnlistener *listener;
+    worker *owner;
+    bool seen; /* still in the snapshot being applied */
+    struct listener_socket *next;
+} listener_socket;
+
+/* Idle keep-alive connections to one endpoint. */
+typedef struct pool_entry {
+    struct sockaddr_storage address;
+    socklen_t address_length;
+    upstream *idle; /* doubly linked through upstream->idle_next/idle_previous */
+    size_t idle_count;
+    struct pool_entry *next;
+} pool_entry;
+
+struct upstream {
+    worker *owner;
+    socket_io io;
+    http_codec *codec;
+    struct event *connect_timer;
+    downstream *client; /* NULL while idle in the pool */
+    pool_entry *pool;
+    proxy_cluster_stats *cluster_stats;
+    proxy_endpoint_stats *endpoint_stats;
+    bool connected;
+    bool reused; /* taken from the pool for the current request */
+    bool idle;
+    upstream *idle_next, *idle_previous;
+};
+
+typedef enum request_state {
+    REQUEST_HEAD = 0, /* waiting for a head */
+    REQUEST_BODY,     /* forwarding its body */
+    REQUEST_DONE      /* whole request read; waiting for the response to end */
+} request_state;
+
+struct downstream {
+    worker *owner;
+    socket_io io;
+    http_codec *codec;
+    char peer[64];
+    char listener_name[128];
+    request_state state;
+    /* The request in flight. */
+    proxy_config *config; /* reference held while a request is in flight */
+    upstream *server;
+    proxy_cluster_stats *cluster_stats;
+    const proxy_endpoint *endpoint;
+    proxy_cluster *cluster;
+    bool head_request;
+    bool response_started;
+    bool close_after_response;
+    bool retried;
+    uint64_t start_us;
+    int status;
+    struct evbuffer *head_copy; /* the request head, kept for one retry on a stale connection */
+    struct event *timeout;
+    bool closing;                /* flushing a last response, then closing */
+    bool closed;                 /* waiting for the reaper */
+    bool in_progress;            /* inside downstream_progress */
+    bool again;                  /* downstream_progress was asked for while running */
+    downstream *next, *previous; /* the worker's open connections */
+    downstream *next_closed;     /* the reaper's list */
+};
+
+struct worker {
+    unsigned index;
+    data_path *path;
+    pthread_t thread;
+    struct event_base *base;
+    int wake_fd;
+    struct event *wake_event;
+    struct event *reaper;
+    proxy_config *config;
+    listener_socket *sockets;
+    downstream *clients; /* every open downstream connection */
+    downstream *closed;  /* closed, to be freed by the reaper */
+    pool_entry *pool[POOL_BUCKETS];
+    proxy_stats_shard *stats;
+    uint64_t random_state[2];
+};
+
+struct data_path {
+    worker *workers;
+    unsigned worker_count;
+    pthread_mutex_t lock; /* guards current and listener_errors */
+    proxy_config *current;
+    char listener_errors[1024];
+    atomic_bool stopping;
+};
+
+static void downstream_progress(downstream *client);
+static void upstream_progress(upstream *server);
+static void upstream_release(upstream *server, bool keep);
+
+/* ---- small helpers ---- */
+
+static uint64_t now_us(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+}
+
+/* xorshift128+: request ids and weighted cluster picks, per worker. */
+static uint64_t next_random(worker *self)
+{
+    uint64_t s1 = self->random_state[0];
+    const uint64_t s0 = self->random_state[1];
+    self->random_state[0] = s0;
+    s1 ^= s1 << 23;
+    self->random_state[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return self->random_state[1] + s0;
+}
+
+static bool name_is(const http_text *name, const char *lower, size_t length)
+{
+    return name->length == length && strncasecmp(name->data, lower, length) == 0;
+}
+
+/* Headers that describe one connection, not the message (RFC 9110 7.6.1). */
+static bool is_hop_by_hop(const http_text *name)
+{
+    switch (name->length) {
+    case 2:
+        return name_is(name, "te", 2);
+    case 7:
+        return name_is(name, "upgrade", 7);
+    case 10:
+        return name_is(name, "connection", 10) || name_is(name, "keep-alive", 10);
+    case 16:
+        return name_is(name, "proxy-connection", 16);
+    default:
+        return false;
+    }
+}
+
+static const char *status_reason(int status)
+{
+    switch (status) {
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Error";
+    }
+}
+
+/* A head being written: bytes gathered on the stack, added to the evbuffer
+ * in one piece (or a few, for a head larger than the buffer). */
+typedef struct head_writer {
+    struct evbuffer *out;
+    size_t used;
+    char bytes[4096];
+} head_writer;
+
+static void head_put(head_writer *writer, const char *data, size_t length)
+{
+    if (writer->used + length > sizeof(writer->bytes)) {
+        evbuffer_add(writer->out, writer->bytes, writer->used);
+        writer->used = 0;
+        if (length > sizeof(writer->bytes)) {
+            evbuffer_add(writer->out, data, length);
+            return;
+        }
+    }
+    memcpy(writer->bytes + writer->used, data, length);
+    writer->used += length;
+}
+
+static void head_put_text(head_writer *writer, const char *text)
+{
+    head_put(writer, text, strlen(text));
+}
+
+static void head_finish(head_writer *writer)
+{
+    evbuffer_add(writer->out, writer->bytes, writer->used);
+    writer->used = 0;
+}
+
+static void head_put_header(head_writer *writer, const http_header *header)
+{
+    head_put(writer, header->name.data, header->name.length);
+    head_put(writer, ": ", 2);
+    head_put(writer, header->value.data, header->value.length);
+    head_put(writer, "\r\n", 2);
+}
+
+/* After a head without a body: lets the codec end that message (it does so
+ * without input), so that its next bytes start the next message. */
+static void end_bodyless_message(http_codec *codec)
+{
+    size_t consumed = 0;
+    (void)http_codec_execute(codec, "", 0, &consumed);
+}
+
+/* ---- sockets ---- */
+
+static int socket_io_open(socket_io *io, struct event_base *base, int fd,
+                          event_callback_fn callback, void *context)
+{
+    io->fd = fd;
+    io->input = evbuffer_new();
+    io->output = evbuffer_new();
+    io->event = event_new(base, fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST, callback, context);
+    if (io->input == NULL || io->output == NULL || io->event == NULL ||
+        event_add(io->event, NULL) != 0)
+        return -1;
+    return 0;
+}
+
+/* Closes the socket and frees the buffers (a zeroed io is fine). */
+static void socket_io_close(socket_io *io)
+{
+    if (io->event != NULL)
+        event_free(io->event);
+    if (io->input != NULL)
+        evbuffer_free(io->input);
+    if (io->output != NULL)
+        evbuffer_free(io->output);
+    if (io->fd >= 0)
+        close(io->fd);
+    io->event = NULL;
+    io->input = io->output = NULL;
+    io->fd = -1;
+}
+
+/* Reads until the kernel has nothing more or the input holds limit bytes
+ * (then unread stays true, and the caller reads again later). */
+static void socket_io_read(socket_io *io, size_t limit)
+{
+    while (io->unread && !io->peer_closed && !io->failed &&
+           evbuffer_get_length(io->input) < limit) {
+        struct evbuffer_iovec space[2];
+        int count = evbuffer_reserve_space(io->input, READ_SIZE, space, 2);
+        if (count <= 0) {
+            io->failed = true;
+            return;
+        }
+        struct iovec vectors[2];
+        size_t reserved = 0;
+        for (int i = 0; i < count; i++) {
+            vectors[i].iov_base = space[i].iov_base;
+            vectors[i].iov_len = space[i].iov_len;
+            reserved += space[i].iov_len;
+        }
+        ssize_t got = readv(io->fd, vectors, count);
+        if (got < 0) {
+            evbuffer_commit_space(io->input, space, 0);
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                io->unread = false;
+            else
+                io->failed = true;
+            return;
+        }
+        if (got == 0) {
+            evbuffer_commit_space(io->input, space, 0);
+            io->peer_closed = true;
+            io->unread = false;
+            return;
+        }
+        size_t left = (size_t)got;
+        int used = 0;
+        for (; used < count && left > 0; used++) {
+            if (space[used].iov_len > left)
+                space[used].iov_len = left;
+            left -= space[used].iov_len;
+        }
+        evbuffer_commit_space(io->input, space, used);
+        /* A short read emptied the socket: the next bytes bring a new edge. */
+        if ((size_t)got < reserved)
+            io->unread = false;
+    }
+}
+
+/* Writes what the socket takes; the rest waits for the write edge. */
+static void socket_io_flush(socket_io *io)
+{
+    while (!io->failed && evbuffer_get_length(io->output) > 0) {
+        int wrote = evbuffer_write(io->output, io->fd);
+        if (wrote < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                io->failed = true;
+            return;
+        }
+        if (wrote == 0)
+            return;
+    }
+}
+
+/* ---- the end of a request ---- */
+
+/* Forgets the request in flight (its snapshot reference, its timer). */
+static void finish_request(downstream *client)
+{
+    if (client->timeout != NULL)
+        evtimer_del(client->timeout);
+    proxy_config_release(client->config);
+    client->config = NULL;
+    client->cluster = NULL;
+    client->endpoint = NULL;
+    client->cluster_stats = NULL;
+    client->response_started = false;
+    client->retried = false;
+    client->status = 0;
+    if (client->head_copy != NULL)
+        evbuffer_drain(client->head_copy, evbuffer_get_length(client->head_copy));
+}
+
+/* Closes the connection now; the reaper frees it after this callback. */
+static void downstream_close(downstream *client)
+{
+    if (client->closed)
+        return;
+    client->closed = true;
+    worker *self = client->owner;
+    if (client->server != NULL) {
+        proxy_stats_endpoint_request(client->server->endpoint_stats, true);
+        upstream_release(client->server, false);
+        client->server = NULL;
+    }
+    finish_request(client);
+    proxy_stats_downstream_connections(self->stats, -1);
+    if (client->previous != NULL)
+        client->previous->next = client->next;
+    else
+        self->clients = client->next;
+    if (client->next != NULL)
+        client->next->previous = client->previous;
+    socket_io_close(&client->io);
+    client->next_closed = self->closed;
+    self->closed = client;
+    event_active(self->reaper, EV_TIMEOUT, 0);
+}
+
+static void downstream_free(downstream *client)
+{
+    if (client->timeout != NULL)
+        event_free(client->timeout);
+    http_codec_free(client->codec);
+    if (client->head_copy != NULL)
+        evbuffer_free(client->head_copy);
+    free(client);
+}
+
+static void reap_closed(evutil_socket_t fd, short events, void *context)
+{
+    (void)fd;
+    (void)events;
+    worker *self = context;
+    while (self->closed != NULL) {
+        downstream *client = self->closed;
+        self->closed = client->next_closed;
+        downstream_free(client);
+    }
+}
+
+/* The response has been sent whole (or the proxy answered): count it, then
+ * read the next request or close once the output is flushed. */
+static void response_complete(downstream *client)
+{
+    proxy_stats_response(client->owner->stats, client->cluster_stats, client->status,
+                         now_us() - client->start_us);
+    bool request_done = client->state == REQUEST_DONE;
+    finish_request(client);
+    if (client->close_after_response || !request_done) {
+        client->closing = true;
+        return;
+    }
+    client->state = REQUEST_HEAD;
+}
+
+/* Answers the request in flight itself. After a malformed request, or when
+ * part of the request body is still unread, the connection closes. */
+static void local_reply(downstream *client, int status, proxy_local_reply reason, const char *body)
+{
+    proxy_stats_local_reply(client->owner->stats, reason);
+    if (client->server != NULL) {
+        upstream_release(client->server, false);
+        client->server = NULL;
+    }
+    if (client->state != REQUEST_DONE)
+        client->close_after_response = true;
+    size_t body_length = strlen(body);
+    evbuffer_add_printf(client->io.output,
+                        "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n"
+                        "%s\r\n%s\n",
+                        status, status_reason(status), body_length + 1,
+                        client->close_after_response ? "connection: close\r\n" : "", body);
+    client->status = status;
+    response_complete(client);
+}
+
+/* ---- upstream connections ---- */
+
+static pool_entry *pool_find(worker *self, const struct sockaddr *address, socklen_t length)
+{
+    uint64_t hash = 1469598103934665603ULL;
+    const unsigned char *bytes = (const unsigned char *)address;
+    for (socklen_t i = 0; i < length; i++)
+        hash = (hash ^ bytes[i]) * 1099511628211ULL;
+    pool_entry **slot = &self->pool[hash & (POOL_BUCKETS - 1)];
+    for (pool_entry *entry = *slot; entry != NULL; entry = entry->next)
+        if (entry->address_length == length && memcmp(&entry->address, address, length) == 0)
+            return entry;
+    pool_entry *entry = calloc(1, sizeof(*entry));
+    if (entry == NULL)
+        return NULL;
+    memcpy(&entry->address, address, length);
+    entry->address_length = length;
+    entry->next = *slot;
+    *slot = entry;
+    return entry;
+}
+
+static void pool_unlink(upstream *server)
+{
+    if (!server->idle)
+        return;
+    pool_entry *entry = server->pool;
+    if (server->idle_previous != NULL)
+        server->idle_previous->idle_next = server->idle_next;
+    else
+        entry->idle = server->idle_next;
+    if (server->idle_next != NULL)
+        server->idle_next->idle_previous = server->idle_previous;
+    server->idle_next = server->idle_previous = NULL;
+    server->idle = false;
+    entry->idle_count--;
+}
+
+static void upstream_destroy(upstream *server)
+{
+    pool_unlink(server);
+    proxy_stats_upstream_connections(server->owner->stats, -1);
+    socket_io_close(&server->io);
+    if (server->connect_timer != NULL)
+        event_free(server->connect_timer);
+    http_codec_free(server->codec);
+    free(server);
+}
+
+/* Ends the upstream's part in a request: back to the pool when keep is true
+ * and the pool has room, otherwise closed. */
+static void upstream_release(upstream *server, bool keep)
+{
+    proxy_stats_endpoint_active(server->endpoint_stats, -1);
+    server->client = NULL;
+    if (!keep || !server->connected || server->pool->idle_count >= MAX_IDLE_PER_ENDPOINT ||
+        evbuffer_get_length(server->io.input) > 0 || server->io.peer_closed || server->io.failed ||
+        atomic_load(&server->owner->path->stopping)) {
+        upstream_destroy(server);
+        return;
+    }
+    server->idle = true;
+    server->idle_next = server->pool->idle;
+    server->idle_previous = NULL;
+    if (server->idle_next != NULL)
+        server->idle_next->idle_previous = server;
+    server->pool->idle = server;
+    server->pool->idle_count++;
+}
+
+static void upstream_io(evutil_socket_t fd, short events, void *context);
+
+static void upstream_connect_timed_out(evutil_socket_t fd, short events, void *context)
+{
+    (void)fd;
+    (void)events;
+    upstream *server = context;
+    server->io.failed = true;
+    upstream_progress(server);
+}
+
+/* An idle connection or a new one to the endpoint. NULL when a socket cannot
+ * be made or the connect fails at once. */
+static upstream *upstream_acquire(worker *self, const proxy_endpoint *endpoint,
+                                  uint32_t connect_timeout_ms, bool *reused)
+{
+    const struct sockaddr *address = (const struct sockaddr *)&endpoint->socket_address;
+    pool_entry *entry = pool_find(self, address, endpoint->socket_address_length);
+    if (entry == NULL)
+        return NULL;
+    if (entry->idle != NULL) {
+        upstream *server = entry->idle;
+        pool_unlink(server);
+        *reused = true;
+        return server;
+    }
+    *reused = false;
+    int fd = socket(address->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, address, endpoint->socket_address_length) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return NULL;
+    }
+    upstream *server = calloc(1, sizeof(*server));
+    if (server == NULL) {
+        close(fd);
+        return NULL;
+    }
+    server->owner = self;
+    server->pool = entry;
+    server->codec = http_codec_new(HTTP_CODEC_RESPONSE);
+    server->connect_timer = evtimer_new(self->base, upstream_connect_timed_out, server);
+    if (socket_io_open(&server->io, self->base, fd, upstream_io, server) != 0 ||
+        server->codec == NULL || server->connect_timer == NULL) {
+        socket_io_close(&server->io);
+        if (server->connect_timer != NULL)
+            event_free(server->connect_timer);
+        http_codec_free(server->codec);
+        free(server);
+        return NULL;
+    }
+    proxy_stats_upstream_connections(self->stats, 1);
+    uint32_t timeout_ms = connect_timeout_ms ? connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+    struct timeval timeout = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(server->connect_timer, &timeout);
+    return server;
+}
+
+/* Attaches a connection to the client's request. */
+static void upstream_attach(downstream *client, upstream *server, bool reused)
+{
+    server->client = client;
+    server->reused = reused;
+    server->cluster_stats = client->cluster_stats;
+    server->endpoint_stats =
+        proxy_stats_endpoint(client->owner->stats, client->cluster_stats, client->endpoint->address,
+                             client->endpoint->port);
+    proxy_stats_endpoint_active(server->endpoint_stats, 1);
+    http_codec_expect_head_response(server->codec, client->head_request);
+    client->server = server;
+}
+
+/* Sends the kept request head on a fresh connection to the same endpoint,
+ * after a pooled connection turned out closed. Returns 0, or -1. */
+static int retry_on_new_connection(downstream *client)
+{
+    bool reused = false;
+    pool_entry *entry = client->server->pool;
+    upstream_release(client->server, false);
+    client->server = NULL;
+    /* Other pooled connections to the same endpoint may be stale too. */
+    while (entry->idle != NULL)
+        upstream_destroy(entry->idle);
+    upstream *server = upstream_acquire(client->owner, client->endpoint,
+                                        client->cluster->connect_timeout_ms, &reused);
+    if (server == NULL)
+        return -1;
+    client->retried = true;
+    upstream_attach(client, server, reused);
+    evbuffer_add_buffer(server->io.output, client->head_copy);
+    return 0;
+}
+
+/* Writes the response head downstream: the status line and the headers
+ * without the hop-by-hop ones. */
+static void write_response_head(downstream *client, const http_head *head)
+{
+    head_writer writer = {.out = client->io.output};
+    char status_line[32];
+    int length = snprintf(status_line, sizeof(status_line), "HTTP/1.1 %03d ", head->status);
+    head_put(&writer, status_line, (size_t)length);
+    head_put(&writer, head->reason.data, head->reason.length);
+    head_put(&writer, "\r\n", 2);
+    for (size_t i = 0; i < head->header_count; i++)
+        if (!is_hop_by_hop(&head->headers[i].name))
+            head_put_header(&writer, &head->headers[i]);
+    if (client->close_after_response)
+        head_put(&writer, "connection: close\r\n", 19);
+    head_put(&writer, "\r\n", 2);
+    head_finish(&writer);
+}
+
+/* The upstream connection ended (closed, failed or timed out) while a
+ * request used it. */
+static void upstream_ended(upstream *server)
+{
+    downstream *client = server->client;
+    if (client->response_started) {
+        if (server->io.peer_closed && !server->io.failed &&
+            http_codec_finish(server->codec) == HTTP_CODEC_MESSAGE_END) {
+            /* A response delimited by the close. */
+            proxy_stats_endpoint_request(server->endpoint_stats, false);
+            client->server = NULL;
+            upstream_release(server, false);
+            client->close_after_response = true;
+            response_complete(client);
+            return;
+        }
+        /* Cut mid-response: nothing correct can follow; close the client. */
+        proxy_stats_endpoint_request(server->endpoint_stats, true);
+        client->server = NULL;
+        upstream_release(server, false);
+        proxy_stats_response(client->owner->stats, client->cluster_stats, client->status,
+                             now_us() - client->start_us);
+        finish_request(client);
+        client->closing = true;
+        return;
+    }
+    if (server->reused && !client->retried && client->state == REQUEST_DONE &&
+        evbuffer_get_length(client->head_copy) > 0) {
+        /* A pooled connection the endpoint had closed: once more, on a new one. */
+        if (retry_on_new_connection(client) == 0)
+            return;
+        proxy_stats_connect_failure(client->cluster_stats, NULL);
+        local_reply(client, 503, PROXY_REPLY_CONNECT_FAILURE,
+                    "upstream connect failure: no connection to the endpoint");
+        return;
+    }
+    proxy_stats_endpoint_request(server->endpoint_stats, true);
+    if (!server->connected) {
+        proxy_stats_connect_failure(server->cluster_stats, server->endpoint_stats);
+        local_reply(client, 503, PROXY_REPLY_CONNECT_FAILURE,
+                    "upstream connect failure: no connection to the endpoint");
+    } else {
+        local_reply(client, 502, PROXY_REPLY_UPSTREAM_RESET,
+                    "upstream reset: the connection closed before a response");
+    }
+}
+
+/* Parses what the upstream sent and moves it downstream. Returns true when
+ * the upstream is no longer attached to the client (released). */
+static bool upstream_forward(upstream *server)
+{
+    downstream *client = server->client;
+    struct evbuffer *input = server->io.input;
+    while (evbuffer_get_length(input) > 0) {
+        struct evbuffer_iovec chunk;
+        if (evbuffer_peek(input, -1, NULL, &chunk, 1) < 1)
+            break;
+        size_t consumed = 0;
+        http_codec_event event =
+            http_codec_execute(server->codec, chunk.iov_base, chunk.iov_len, &consumed);
+        switch (event) {
+        case HTTP_CODEC_NEED_MORE:
+            evbuffer_drain(input, consumed);
+            break;
+        case HTTP_CODEC_HEAD: {
+            const http_head *head = http_codec_head(server->codec);
+            if (head->status >= 100 && head->status < 200) {
+                /* An interim response: passed on; the final one follows. */
+                if (head->status != 101)
+                    write_response_head(client, head);
+                evbuffer_drain(input, consumed);
+                end_bodyless_message(server->codec);
+                break;
+            }
+            client->response_started = true;
+            client->status = head->status;
+            evbuffer_drain(client->head_copy, evbuffer_get_length(client->head_copy));
+            if (head->has_body && head->content_length < 0 && !head->chunked)
+                client->close_after_response = true; /* delimited by the close */
+            write_response_head(client, head);
+            evbuffer_drain(input, consumed);
+            if (!head->has_body) {
+                end_bodyless_message(server->codec);
+                goto message_end;
+            }
+            break;
+        }
+        case HTTP_CODEC_BODY:
+            evbuffer_remove_buffer(input, client->io.output, consumed);
+            if (evbuffer_get_length(client->io.output) > HIGH_WATER)
+                return false; /* resumes when the client's output drains */
+            break;
+        case HTTP_CODEC_MESSAGE_END:
+            evbuffer_remove_buffer(input, client->io.output, consumed);
+            if (!client->response_started)
+                break; /* the end of an interim response */
+            goto message_end;
+        case HTTP_CODEC_ERROR:
+        default:
+            proxy_stats_endpoint_request(server->endpoint_stats, true);
+            if (!client->response_started) {
+                local_reply(client, 502, PROXY_REPLY_UPSTREAM_RESET,
+                            "upstream sent a malformed response");
+            } else {
+                client->server = NULL;
+                upstream_release(server, false);
+                finish_request(client);
+                client->closing = true;
+            }
+            return true;
+        }
+    }
+    return false;
+
+message_end : {
+    bool keep = http_codec_head(server->codec)->keep_alive && client->state == REQUEST_DONE;
+    proxy_stats_endpoint_request(server->endpoint_stats, client->status >= 500);
+    client->server = NULL;
+    upstream_release(server, keep);
+    response_complete(client);
+    return true;
+}
+}
+
+static void upstream_progress(upstream *server)
+{
+    socket_io *io = &server->io;
+    if (!server->connected && !io->failed) {
+        int error = 0;
+        socklen_t length = sizeof(error);
+        if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0 || error != 0)
+            io->failed = true;
+        else if (io->unread || evbuffer_get_length(io->output) > 0 || server->client != NULL) {
+            /* Writable (or readable) without an error: the connect finished.
+             * A zero-length send tells a pending connect (ENOTCONN) from an
+             * established one. */
+            if (send(io->fd, "", 0, MSG_NOSIGNAL) == 0) {
+                server->connected = true;
+                evtimer_del(server->connect_timer);
+            }
+        }
+    }
+    if (server->client == NULL) { /* idle in the pool: any byte or close ends it */
+        socket_io_read(io, READ_SIZE);
+        if (evbuffer_get_length(io->input) > 0 || io->peer_closed || io->failed)
+            upstream_destroy(server);
+        return;
+    }
+    downstream *client = server->client;
+    if (server->connected)
+        socket_io_flush(io);
+    if (server->connected && evbuffer_get_length(client->io.output) <= HIGH_WATER)
+        socket_io_read(io, HIGH_WATER);
+    bool released = upstream_forward(server);
+    if (!released && (io->peer_closed || io->failed) &&
+        (evbuffer_get_length(io->input) == 0 || io->failed)) {
+        upstream_ended(server);
+        released = true;
+    }
+    (void)released; /* server may be freed from here on */
+    downstream_progress(client);
+}
+
+static void upstream_io(evutil_socket_t fd, short events, void *context)
+{
+    (void)fd;
+    upstream *server = context;
+    if (events & EV_READ)
+        server->io.unread = true;
+    upstream_progress(server);
+}
+
+/* ---- requests ---- */
+
+static void write_request_id(head_writer *writer, worker *self)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t high = next_random(self), low = next_random(self);
+    char id[36];
+    for (int i = 0; i < 16; i++)
+        id[i] = hex[(high >> (60 - 4 * i)) & 15];
+    for (int i = 0; i < 16; i++)
+        id[16 + i] = hex[(low >> (60 - 4 * i)) & 15];
+    /* xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx, version 4, variant 10 */
+    char text[36];
+    memcpy(text, id, 8);
+    text[8] = '-';
+    memcpy(text + 9, id + 8, 4);
+    text[13] = '-';
+    text[14] = '4';
+    memcpy(text + 15, id + 13, 3);
+    text[18] = '-';
+    text[19] = hex[8 | (low & 3)];
+    memcpy(text + 20, id + 17, 3);
+    text[23] = '-';
+    memcpy(text + 24, id + 20, 12);
+    head_put(writer, "x-request-id: ", 14);
+    head_put(writer, text, 36);
+    head_put(writer, "\r\n", 2);
+}
+
+/* Writes the rewritten request head to out. */
+static void write_request_head(downstream *client, const http_head *head,
+                               const proxy_listener *listener, struct evbuffer *out)
+{
+    head_writer writer = {.out = out};
+    head_put(&writer, head->method.data, head->method.length);
+    head_put(&writer, " ", 1);
+    head_put(&writer, head->target.data, head->target.length);
+    head_put(&writer, " HTTP/1.1\r\n", 11);
+    const http_text *forwarded_for = NULL;
+    bool has_request_id = false;
+    for (size_t i = 0; i < head->header_count; i++) {
+        const http_header *header = &head->headers[i];
+        const http_text *name = &header->name;
+        if (is_hop_by_hop(name) || name_is(name, "expect", 6))
+            continue;
+        if (name_is(name, "x-forwarded-for", 15)) {
+            forwarded_for = &header->value;
+            continue;
+        }
+        if (name_is(name, "x-request-id", 12))
+            has_request_id = true;
+        head_put_header(&writer, header);
+    }
+    head_put(&writer, "x-forwarded-for: ", 17);
+    if (forwarded_for != NULL) {
+        head_put(&writer, forwarded_for->data, forwarded_for->length);
+        head_put(&writer, ", ", 2);
+    }
+    head_put_text(&writer, client->peer);
+    head_put(&writer, "\r\n", 2);
+    if (!has_request_id && listener->generate_request_id)
+        write_request_id(&writer, client->owner);
+    head_put(&writer, "\r\n", 2);
+    head_finish(&writer);
+}
+
+static void request_timed_out(evutil_socket_t fd, short events, void *context)
+{
+    (void)fd;
+    (void)events;
+    downstream *client = context;
+    proxy_stats_upstream_timeout(client->cluster_stats);
+    if (client->server != NULL)
+        proxy_stats_endpoint_request(client->server->endpoint_stats, true);
+    if (!client->response_started) {
+        local_reply(client, 504, PROXY_REPLY_UPSTREAM_TIMEOUT,
+                    "upstream timeout: no response within the route timeout");
+    } else {
+        /* Part of the response went out already: all that is left is to close. */
+        proxy_stats_local_reply(client->owner->stats, PROXY_REPLY_UPSTREAM_TIMEOUT);
+        if (client->server != NULL) {
+            upstream_release(client->server, false);
+            client->server = NULL;
+        }
+        finish_request(client);
+        client->closing = true;
+    }
+    downstream_progress(client);
+}
+
+/* A request head arrived: route it and start forwarding (or answer it). */
+static void start_request(downstream *client, const http_head *head)
+{
+    worker *self = client->owner;
+    client->start_us = now_us();
+    client->head_request = head->is_head_method;
+    client->close_after_response = !head->keep_alive;
+    client->config = self->config != NULL ? proxy_config_retain(self->config) : NULL;
+    if (client->config == NULL) {
+        local_reply(client, 503, PROXY_REPLY_NOT_READY, "no configuration yet");
+        return;
+    }
+    const proxy_listener *listener =
+        proxy_config_find_listener(client->config, client->listener_name);
+    if (listener == NULL) {
+        /* The listener was removed: answer, then close (it drains). */
+        client->close_after_response = true;
+        local_reply(client, 503, PROXY_REPLY_NOT_READY, "listener draining");
+        return;
+    }
+    if (head->upgrade) {
+        local_reply(client, 501, PROXY_REPLY_NOT_IMPLEMENTED,
+                    "connection upgrades are not supported");
+        return;
+    }
+    router_result routed = router_route(listener->route_table, head, next_random(self));
+    if (routed.outcome == ROUTER_UNKNOWN_HOST || routed.outcome == ROUTER_NO_ROUTE_TABLE) {
+        char body[300];
+        snprintf(body, sizeof(body), "unknown host: no service \"%.*s\" is known to this proxy",
+                 (int)(head->host.length > 200 ? 200 : head->host.length), head->host.data);
+        local_reply(client, 404, PROXY_REPLY_UNKNOWN_HOST, body);
+        return;
+    }
+    if (routed.outcome == ROUTER_NO_ROUTE) {
+        local_reply(client, 404, PROXY_REPLY_NO_ROUTE, "no route matches this request");
+        return;
+    }
+    client->cluster_stats = proxy_stats_cluster(self->stats, routed.cluster->name);
+    client->cluster = routed.cluster->cluster;
+    if (client->cluster == NULL) {
+        local_reply(client, 503, PROXY_REPLY_NO_CLUSTER, "no such cluster: not received yet");
+        return;
+    }
+    client->endpoint = proxy_cluster_pick(client->cluster);
+    if (client->endpoint == NULL) {
+        local_reply(client, 503, PROXY_REPLY_NO_HEALTHY, "no healthy upstream endpoint");
+        return;
+    }
+    bool reused = false;
+    upstream *server =
+        upstream_acquire(self, client->endpoint, client->cluster->connect_timeout_ms, &reused);
+    if (server == NULL) {
+        proxy_stats_connect_failure(client->cluster_stats,
+                                    proxy_stats_endpoint(self->stats, client->cluster_stats,
+                                                         client->endpoint->address,
+                                                         client->endpoint->port));
+        local_reply(client, 503, PROXY_REPLY_CONNECT_FAILURE,
+                    "upstream connect failure: no connection to the endpoint");
+        return;
+    }
+    upstream_attach(client, server, reused);
+    if (head->expect_continue && head->has_body)
+        evbuffer_add(client->io.output, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (reused && !head->has_body) {
+        /* Kept for one retry in case this pooled connection was closed. */
+        write_request_head(client, head, listener, client->head_copy);
+        size_t length = evbuffer_get_length(client->head_copy);
+        evbuffer_add(server->io.output, evbuffer_pullup(client->head_copy, -1), length);
+    } else {
+        write_request_head(client, head, listener, server->io.output);
+    }
+    uint32_t timeout_ms = routed.route->timeout_ms;
+    if (timeout_ms > 0) {
+        struct timeval timeout = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+        evtimer_add(client->timeout, &timeout);
+    }
+}
+
+/* Parses what the client sent, as far as the request in flight allows. */
+static void process_requests(downstream *client)
+{
+    struct evbuffer *input = client->io.input;
+    while (!client->closing && evbuffer_get_length(input) > 0) {
+        if (client->state == REQUEST_DONE)
+            return; /* pipelined: waits for the response in flight */
+        if (client->server != NULL && evbuffer_get_length(client->server->io.output) > HIGH_WATER)
+            return; /* resumes when the upstream's output drains */
+        struct evbuffer_iovec chunk;
+        if (evbuffer_peek(input, -1, NULL, &chunk, 1) < 1)
+            return;
+        size_t consumed = 0;
+        http_codec_event event =
+            http_codec_execute(client->codec, chunk.iov_base, chunk.iov_len, &consumed);
+        switch (event) {
+        case HTTP_CODEC_NEED_MORE:
+            evbuffer_drain(input, consumed);
+            break;
+        case HTTP_CODEC_HEAD: {
+            const http_head *head = http_codec_head(client->codec);
+            evbuffer_drain(input, consumed);
+            if (!head->has_body)
+                end_bodyless_message(client->codec);
+            client->state = head->has_body ? REQUEST_BODY : REQUEST_DONE;
+            start_request(client, head);
+            break;
+        }
+        case HTTP_CODEC_BODY:
+        case HTTP_CODEC_MESSAGE_END:
+            if (client->server != NULL)
+                evbuffer_remove_buffer(input, client->server->io.output, consumed);
+            else
+                evbuffer_drain(input, consumed);
+            if (event == HTTP_CODEC_MESSAGE_END)
+                client->state = REQUEST_DONE;
+            break;
+        case HTTP_CODEC_ERROR:
+        default: {
+            const char *reason = NULL;
+            int status = http_codec_error(client->codec, &reason);
+            if (reason == NULL)
+                reason = "malformed request";
+            proxy_local_reply kind = status == 431   ? PROXY_REPLY_HEADERS_TOO_LARGE
+                                     : status == 501 ? PROXY_REPLY_NOT_IMPLEMENTED
+                                     : strstr(reason, "Content-Length") != NULL ||
+                                             strstr(reason, "Transfer-Encoding") != NULL
+                                         ? PROXY_REPLY_SMUGGLING
+                                         : PROXY_REPLY_BAD_REQUEST;
+            if (client->config == NULL)
+                client->start_us = now_us();
+            client->state = REQUEST_BODY; /* what follows cannot be trusted: close */
+            local_reply(client, status, kind, reason);
+            return;
+        }
+        }
+    }
+}
+
+/* Everything a downstream connection can do now: read, parse, forward,
+ * write, and close when it is over. */
+static void downstream_progress(downstream *client)
+{
+    if (client->closed)
+        return;
+    if (client->in_progress) {
+        client->again = true;
+        return;
+    }
+    client->in_progress = true;
+    do {
+        client->again = false;
+        socket_io *io = &client->io;
+        bool upstream_full =
+            client->server != NULL && evbuffer_get_length(client->server->io.output) > HIGH_WATER;
+        if (!client->closing && !upstream_full)
+            socket_io_read(io, HIGH_WATER);
+        process_requests(client);
+        upstream *server = client->server;
+        if (server != NULL && server->connected) {
+            socket_io_flush(&server->io);
+            if (server->io.failed) {
+                upstream_progress(server); /* reports the failure */
+                continue;
+            }
+        }
+        socket_io_flush(io);
+        if (io->failed) {
+            downstream_close(client);
+            break;
+        }
+        size_t pending = evbuffer_get_length(io->output);
+        if (client->closing && pending == 0) {
+            downstream_close(client);
+            break;
+        }
+        /* The client's output drained: the response may go on. */
+        if (server != NULL && server == client->server && pending <= LOW_WATER &&
+            server->io.unread && client->response_started)
+            upstream_progress(server);
+        if (io->peer_closed && !client->closing) {
+            /* The client closed its side. A whole request still gets its
+             * response (then the connection closes); anything else ends. */
+            if (client->state == REQUEST_DONE && client->config != NULL) {
+                client->close_after_response = true;
+            } else {
+                if (client->config != NULL) {
+                    client->status = 499; /* as nginx logs a client that closed first */
+                    proxy_stats_response(client->owner->stats, client->cluster_stats,
+                                         client->status, now_us() - client->start_us);
+                }
+                downstream_close(client);
+                break;
+            }
+        }
+    } while (client->again && !client->closed);
+    client->in_progress = false;
+}
+
+static void downstream_io(evutil_socket_t fd, short events, void *context)
+{
+    (void)fd;
+    downstream *client = context;
+    if (events & EV_READ)
+        client->io.unread = true;
+    downstream_progress(client);
+}
+
+static void accept_connection(struct evconnlistener *listener, evutil_socket_t fd,
+                              struct sockaddr *address, int length, void *context)
+{
+    (void)listener;
+    (void)length;
+    listener_socket *socket_entry = context;
+    worker *self = socket_entry->owner;
+    downstream *client = calloc(1, sizeof(*client));
+    if (client == NULL) {
+        close(fd);
+        return;
+    }
+    client->owner = self;
+    client->io.fd = -1;
+    client->codec = http_codec_new(HTTP_CODEC_REQUEST);
+    client->head_copy = evbuffer_new();
+    client->timeout = evtimer_new(self->base, request_timed_out, client);
+    if (client->codec == NULL || client->head_copy == NULL || client->timeout == NULL ||
+        socket_io_open(&client->io, self->base, fd, downstream_io, client) != 0) {
+        if (client->io.fd < 0)
+            close(fd);
+        socket_io_close(&client->io);
+        downstream_free(client);
+        return;
+    }
+    snprintf(client->listener_name, sizeof(client->listener_name), "%s", socket_entry->name);
+    if (address->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)address)->sin_addr, client->peer,
+                  sizeof(client->peer));
+    else if (address->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)address)->sin6_addr, client->peer,
+                  sizeof(client->peer));
+    else
+        snprintf(client->peer, sizeof(client->peer), "unknown");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    proxy_stats_downstream_connections(self->stats, 1);
+    client->next = self->clients;
+    if (client->next != NULL)
+        client->next->previous = client;
+    self->clients = client;
+}
+
+/* ---- listeners ---- */
+
+static listener_socket *open_listener(worker *self, const proxy_listener *wanted, char *error,
+                                      size_t error_size)
+{
+    listener_socket *entry = calloc(1, sizeof(*entry));
+    if (entry == NULL) {
+        snprintf(error, error_size, "out of memory");
+        return NULL;
+    }
+    snprintf(entry->name, sizeof(entry->name), "%s", wanted->name);
+    snprintf(entry->address, sizeof(entry->address), "%s", wanted->address);
+    entry->port = wanted->port;
+    entry->owner = self;
+    struct sockaddr_storage address;
+    memset(&address, 0, sizeof(address));
+    socklen_t length;
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&address;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&address;
+    if (inet_pton(AF_INET, wanted->address, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(wanted->port);
+        length = sizeof(*v4);
+    } else if (inet_pton(AF_INET6, wanted->address, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(wanted->port);
+        length = sizeof(*v6);
+    } else {
+        snprintf(error, error_size, "%s %s:%u: not a numeric address", wanted->name,
+                 wanted->address, wanted->port);
+        free(entry);
+        return NULL;
+    }
+    entry->listener = evconnlistener_new_bind(self->base, accept_connection, entry,
+                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                                  LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
+                                              1024, (struct sockaddr *)&address, (int)length);
+    if (entry->listener == NULL) {
+        snprintf(error, error_size, "%s %s:%u: %s", wanted->name, wanted->address, wanted->port,
+                 strerror(errno));
+        free(entry);
+        return NULL;
+    }
+    return entry;
+}
+
+/* Opens, keeps or closes this worker's sockets to match the snapshot. */
+static void reconcile_listeners(worker *self, char *errors, size_t errors_size)
+{
+    for (listener_socket *entry = self->sockets; entry != NULL; entry = entry->next)
+        entry->seen = false;
+    const proxy_config *config = self->config;
+    for (size_t i = 0; config != NULL && i < config->listener_count; i++) {
+        const proxy_listener *wanted = &config->listeners[i];
+        listener_socket *found = NULL;
+        for (listener_socket *entry = self->sockets; entry != NULL; entry = entry->next)
+            if (strcmp(entry->name, wanted->name) == 0 && entry->port == wanted->port &&
+                strcmp(entry->address, wanted->address) == 0)
+                found = entry;
+        if (found != NULL) {
+            found->seen = true;
+            continue;
+        }
+        char error[256];
+        listener_socket *opened = open_listener(self, wanted, error, sizeof(error));
+        if (opened == NULL) {
+            size_t used = strlen(errors);
+            snprintf(errors + used, errors_size - used, "%s%s", used ? "; " : "", error);
+            continue;
+        }
+        opened->seen = true;
+        opened->next = self->sockets;
+        self->sockets = opened;
+    }
+    /* Sockets not in the snapshot stop accepting; their connections drain. */
+    listener_socket **link = &self->sockets;
+    while (*link != NULL) {
+        listener_socket *entry = *link;
+        if (entry->seen) {
+            link = &entry->next;
+            continue;
+        }
+        *link = entry->next;
+        evconnlistener_free(entry->listener);
+        free(entry);
+    }
+}
+
+/* ---- workers ---- */
+
+static void worker_wake(evutil_socket_t fd, short events, void *context)
+{
+    (void)events;
+    worker *self = context;
+    uint64_t count;
+    if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+        return;
+    data_path *path = self->path;
+    if (atomic_load(&path->stopping)) {
+        event_base_loopbreak(self->base);
+        return;
+    }
+    proxy_config *config = data_path_current(path);
+    if (config == self->config) {
+        proxy_config_release(config);
+        return;
+    }
+    proxy_config_release(self->config);
+    self->config = config;
+    char errors[1024] = "";
+    reconcile_listeners(self, errors, sizeof(errors));
+    if (self->index == 0) {
+        pthread_mutex_lock(&path->lock);
+        snprintf(path->listener_errors, sizeof(path->listener_errors), "%s", errors);
+        pthread_mutex_unlock(&path->lock);
+    }
+}
+
+static void *worker_main(void *context)
+{
+    worker *self = context;
+    event_base_dispatch(self->base);
+    return NULL;
+}
+
+static void worker_signal(worker *self)
+{
+    uint64_t one = 1;
+    ssize_t written = write(self->wake_fd, &one, sizeof(one));
+    (void)written; /* a full eventfd counter still wakes the worker */
+}
+
+/* Frees a worker's loop and everything on it (after its thread ended). */
+static void worker_clear(worker *self)
+{
+    while (self->clients != NULL)
+        downstream_close(self->clients);
+    if (self->reaper != NULL)
+        reap_closed(-1, 0, self);
+    while (self->sockets != NULL) {
+        listener_socket *next = self->sockets->next;
+        evconnlistener_free(self->sockets->listener);
+        free(self->sockets);
+        self->sockets = next;
+    }
+    for (size_t i = 0; i < POOL_BUCKETS; i++) {
+        while (self->pool[i] != NULL) {
+            pool_entry *next = self->pool[i]->next;
+            while (self->pool[i]->idle != NULL)
+                upstream_destroy(self->pool[i]->idle);
+            free(self->pool[i]);
+            self->pool[i] = next;
+        }
+    }
+    if (self->reaper != NULL)
+        event_free(self->reaper);
+    if (self->wake_event != NULL)
+        event_free(self->wake_event);
+    if (self->wake_fd >= 0)
+        close(self->wake_fd);
+    proxy_config_release(self->config);
+    self->config = NULL;
+    if (self->base != NULL)
+        event_base_free(self->base);
+}
+
+data_path *data_path_start(unsigned worker_count, proxy_stats *stats, char *error,
+                           size_t error_size)
+{
+    if (worker_count == 0) {
+        snprintf(error, error_size, "at least one worker is needed");
+        return NULL;
+    }
+    data_path *path = calloc(1, sizeof(*path));
+    if (path != NULL)
+        path->workers = calloc(worker_count, sizeof(*path->workers));
+    struct event_config *settings = event_config_new();
+    if (path == NULL || path->workers == NULL || settings == NULL) {
+        if (path != NULL)
+            free(path->workers);
+        free(path);
+        if (settings != NULL)
+            event_config_free(settings);
+        snprintf(error, error_size, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&path->lock, NULL);
+    event_config_set_flag(settings, EVENT_BASE_FLAG_NOLOCK); /* one thread per loop */
+    uint64_t seed = now_us() ^ ((uint64_t)getpid() << 32);
+    for (unsigned i = 0; i < worker_count; i++) {
+        worker *self = &path->workers[i];
+        self->index = i;
+        self->path = path;
+        self->stats = proxy_stats_shard_of(stats, i);
+        self->random_state[0] = seed ^ (0x9e3779b97f4a7c15ULL * (i + 1));
+        self->random_state[1] = (seed << 7) ^ 0xbf58476d1ce4e5b9ULL ^ i;
+        self->base = event_base_new_with_config(settings);
+        self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (self->base != NULL && self->wake_fd >= 0) {
+            self->wake_event =
+                event_new(self->base, self->wake_fd, EV_READ | EV_PERSIST, worker_wake, self);
+            self->reaper = event_new(self->base, -1, 0, reap_closed, self);
+        }
+        if (self->wake_event == NULL || self->reaper == NULL ||
+            event_add(self->wake_event, NULL) != 0) {
+            snprintf(error, error_size, "worker %u: cannot create its event loop", i);
+            for (unsigned j = 0; j <= i; j++)
+                worker_clear(&path->workers[j]);
+            event_config_free(settings);
+            pthread_mutex_destroy(&path->lock);
+            free(path->workers);
+            free(path);
+            return NULL;
+        }
+    }
+    event_config_free(settings);
+    path->worker_count = worker_count;
+    for (unsigned i = 0; i < worker_count; i++) {
+        if (pthread_create(&path->workers[i].thread, NULL, worker_main, &path->workers[i]) != 0) {
+            snprintf(error, error_size, "worker %u: cannot start its thread", i);
+            atomic_store(&path->stopping, true);
+            for (unsigned j = 0; j < i; j++) {
+                worker_signal(&path->workers[j]);
+                pthread_join(path->workers[j].thread, NULL);
+            }
+            for (unsigned j = 0; j < worker_count; j++)
+                worker_clear(&path->workers[j]);
+            pthread_mutex_destroy(&path->lock);
+            free(path->workers);
+            free(path);
+            return NULL;
+        }
+    }
+    return path;
+}
+
+void data_path_apply(data_path *path, proxy_config *config)
+{
+    pthread_mutex_lock(&path->lock);
+    proxy_config *previous = path->current;
+    path->current = config;
+    pthread_mutex_unlock(&path->lock);
+    proxy_config_release(previous);
+    for (unsigned i = 0; i < path->worker_count; i++)
+        worker_signal(&path->workers[i]);
+}
+
+proxy_config *data_path_current(data_path *path)
+{
+    pthread_mutex_lock(&path->lock);
+    proxy_config *config = path->current != NULL ? proxy_config_retain(path->current) : NULL;
+    pthread_mutex_unlock(&path->lock);
+    return config;
+}
+
+void data_path_listener_errors(data_path *path, char *text, size_t size)
+{
+    pthread_mutex_lock(&path->lock);
+    snprintf(text, size, "%s", path->listener_errors);
+    pthread_mutex_unlock(&path->lock);
+}
+
+void data_path_stop(data_path *path)
+{
+    if (path == NULL)
+        return;
+    atomic_store(&path->stopping, true);
+    for (unsigned i = 0; i < path->worker_count; i++)
+        worker_signal(&path->workers[i]);
+    for (unsigned i = 0; i < path->worker_count; i++)
+        pthread_join(path->workers[i].thread, NULL);
+    for (unsigned i = 0; i < path->worker_count; i++)
+        worker_clear(&path->workers[i]);
+    proxy_config_release(path->current);
+    pthread_mutex_destroy(&path->lock);
+    free(path->workers);
+    free(path);
+}

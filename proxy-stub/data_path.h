@@ -1,0 +1,45 @@
+/*
+ * data_path.h — atrium-proxy's traffic: worker threads, each with its own
+ * libevent loop, its own SO_REUSEPORT sockets for every listener of the
+ * applied configuration, its downstream connections and its pool of
+ * keep-alive connections to upstream endpoints.
+ *
+ * A request is routed on the snapshot that was current when its head
+ * arrived (it holds a reference until its response ends). A new snapshot is
+ * handed to every worker; each opens the listeners that appeared, stops
+ * accepting on the ones that went away (their open connections finish the
+ * request in flight, then close) and keeps the rest untouched, so applying a
+ * configuration never drops an established connection.
+ */
+#ifndef ATRIUM_PROXY_DATA_PATH_H
+#define ATRIUM_PROXY_DATA_PATH_H
+
+#include "proxy_config.h"
+#include "proxy_stats.h"
+
+#include <stddef.h>
+
+typedef struct data_path data_path; /* opaque */
+
+/* Starts worker_count workers (no listener until a snapshot is applied),
+ * counting into stats (one shard per worker; stats outlives the data path).
+ * Returns NULL with the reason in error. Stop it with data_path_stop. */
+data_path *data_path_start(unsigned worker_count, proxy_stats *stats, char *error,
+                           size_t error_size);
+
+/* Makes config the current snapshot and tells every worker; takes over the
+ * caller's reference. Thread-safe. */
+void data_path_apply(data_path *path, proxy_config *config);
+
+/* The current snapshot with a reference for the caller, or NULL before the
+ * first one. Thread-safe. */
+proxy_config *data_path_current(data_path *path);
+
+/* Listeners that could not be opened by the last apply ("outbound
+ * 127.0.0.1:15001: Address already in use"), or "" (copied into text). */
+void data_path_listener_errors(data_path *path, char *text, size_t size);
+
+/* Stops the workers, closes every connection and frees the data path. */
+void data_path_stop(data_path *path);
+
+#endif
