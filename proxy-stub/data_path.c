@@ -231,6 +231,8 @@ static const char *status_reason(int status)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 500:
+        return "Internal Server Error";
     case 505:
         return "HTTP Version Not Supported";
     default:

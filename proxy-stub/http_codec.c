@@ -20,8 +20,9 @@
  * the close. Data bytes are skipped by count; only framing bytes are looked at.
  * The same non-strict build also accepts spaces in field names, tabs in the
  * request target and a bare CR where a status line or the head ends; the
- * codec refuses those (names and target when the head completes; CRs with a
- * memchr over the head bytes).
+ * codec refuses those: names and target when the head completes, the head's
+ * end where the parser pauses, a status line's CR with a memchr over response
+ * heads (request lines and field lines get HPE_LF_EXPECTED even non-strict).
  *
  * Limits. The parser never sees more than HTTP_CODEC_MAX_HEAD raw bytes of
  * one head (request line, fields, line ends), which also bounds the copied
@@ -349,7 +350,8 @@ static int on_header_value(http_parser *parser, const char *at, size_t length)
 
 static bool name_is(http_text name, const char *lowercase_name, size_t length)
 {
-    return name.length == length && strncasecmp(name.data, lowercase_name, length) == 0;
+    return name.length == length && (name.data[0] | 0x20) == lowercase_name[0] &&
+           strncasecmp(name.data, lowercase_name, length) == 0;
 }
 #define NAME_IS(name, literal) name_is((name), (literal), sizeof(literal) - 1)
 
@@ -566,26 +568,39 @@ static bool complete_head(http_codec *codec)
             set_error(codec, 400, "whitespace in a field name");
             return false;
         }
-        if (NAME_IS(name, "content-length")) {
-            int64_t length = parse_content_length(header->value);
-            if (length < 0) {
-                set_error(codec, 400, "malformed Content-Length");
-                return false;
+        switch (name.length) { /* the names the codec reads */
+        case 14:
+            if (NAME_IS(name, "content-length")) {
+                int64_t length = parse_content_length(header->value);
+                if (length < 0) {
+                    set_error(codec, 400, "malformed Content-Length");
+                    return false;
+                }
+                if (head->content_length >= 0 && head->content_length != length) {
+                    set_error(codec, 400, "conflicting Content-Length");
+                    return false;
+                }
+                head->content_length = length;
             }
-            if (head->content_length >= 0 && head->content_length != length) {
-                set_error(codec, 400, "conflicting Content-Length");
-                return false;
+            break;
+        case 17:
+            if (NAME_IS(name, "transfer-encoding"))
+                add_transfer_codings(&codings, header->value);
+            break;
+        case 4:
+            if (is_request && NAME_IS(name, "host")) {
+                host_count++;
+                head->host = header->value;
             }
-            head->content_length = length;
-        } else if (NAME_IS(name, "transfer-encoding")) {
-            add_transfer_codings(&codings, header->value);
-        } else if (is_request && NAME_IS(name, "host")) {
-            host_count++;
-            head->host = header->value;
-        } else if (is_request && NAME_IS(name, "expect")) {
-            /* RFC 9110 10.1.1: ignored in an HTTP/1.0 request. */
-            if (parser->http_minor >= 1 && http_text_equals(header->value, "100-continue"))
+            break;
+        case 6:
+            /* RFC 9110 10.1.1: 100-continue is ignored in an HTTP/1.0 request. */
+            if (is_request && NAME_IS(name, "expect") && parser->http_minor >= 1 &&
+                http_text_equals(header->value, "100-continue"))
                 head->expect_continue = true;
+            break;
+        default:
+            break;
         }
     }
 
@@ -721,12 +736,12 @@ static http_codec_event end_message(http_codec *codec, size_t used, size_t *cons
     return HTTP_CODEC_MESSAGE_END;
 }
 
-/* True when head bytes hold a CR not followed by LF (the non-strict parser
- * takes any byte after the CR ending a status line or the head). A memchr per
- * line; the parser has looked at every byte anyway. */
+/* True when response head bytes hold a CR not followed by LF (the non-strict
+ * parser takes any byte after the CR ending a status line). A memchr per
+ * line, for responses only: in requests http_parser checks every line end. */
 static bool has_bare_carriage_return(http_codec *codec, const char *data, size_t length)
 {
-    if (length == 0)
+    if (length == 0 || codec->kind == HTTP_CODEC_REQUEST)
         return false;
     if (codec->head_input_ended_with_cr && data[0] != '\n')
         return true;

@@ -35,7 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HTTP_CODEC_MAX_HEAD (64 * 1024)
+#define HTTP_CODEC_MAX_HEAD    (64 * 1024)
 #define HTTP_CODEC_MAX_HEADERS 128
 
 typedef enum http_codec_kind { HTTP_CODEC_REQUEST = 0, HTTP_CODEC_RESPONSE } http_codec_kind;
@@ -55,7 +55,7 @@ typedef struct http_text {
 } http_text;
 
 typedef struct http_header {
-    http_text name; /* as received */
+    http_text name;  /* as received */
     http_text value; /* surrounding whitespace removed */
 } http_header;
 

@@ -406,9 +406,11 @@ static void serve_ready(proxy_admin *admin, struct evhttp_request *request)
     give_back_config(admin, config);
     xds_client_status status;
     read_xds_status(admin, &status);
-    send_text(request, 200,
-              status.serving_saved_state ? "ready (from saved state; control plane not reached)\n"
-                                         : "ready\n");
+    const char *text = "ready\n";
+    if (status.serving_saved_state)
+        text = status.connected ? "ready (from saved state; atriumd reached, nothing newer yet)\n"
+                                : "ready (from saved state; control plane not reached)\n";
+    send_text(request, 200, text);
 }
 
 /* One metric with its HELP and TYPE lines and an integer value. Returns 0, or

@@ -27,8 +27,7 @@ typedef struct proxy_options {
 
 /* Fills *out. Returns 0, or -1 with a message in error naming the bad flag,
  * config key or value. */
-int proxy_options_parse(int argc, char **argv, proxy_options *out, char *error,
-                        size_t error_size);
+int proxy_options_parse(int argc, char **argv, proxy_options *out, char *error, size_t error_size);
 
 /* The --help text (static). */
 const char *proxy_options_usage(void);

@@ -17,18 +17,18 @@
 
 /* Why the proxy answered a request itself. */
 typedef enum proxy_local_reply {
-    PROXY_REPLY_BAD_REQUEST = 0,    /* 400 malformed request */
-    PROXY_REPLY_SMUGGLING,          /* 400 ambiguous framing (CL+TE, differing CLs) */
-    PROXY_REPLY_HEADERS_TOO_LARGE,  /* 431 */
-    PROXY_REPLY_NOT_IMPLEMENTED,    /* 501 (upgrade, unknown coding) */
-    PROXY_REPLY_UNKNOWN_HOST,       /* 404 no virtual host */
-    PROXY_REPLY_NO_ROUTE,           /* 404 a host without a matching route */
-    PROXY_REPLY_NO_CLUSTER,         /* 503 the route's cluster is not known */
-    PROXY_REPLY_NO_HEALTHY,         /* 503 no healthy endpoint */
-    PROXY_REPLY_CONNECT_FAILURE,    /* 503 upstream connect failure */
-    PROXY_REPLY_UPSTREAM_TIMEOUT,   /* 504 route timeout */
-    PROXY_REPLY_UPSTREAM_RESET,     /* 502 upstream closed or sent garbage before a response */
-    PROXY_REPLY_NOT_READY,          /* 503 no configuration yet */
+    PROXY_REPLY_BAD_REQUEST = 0,   /* 400 malformed request */
+    PROXY_REPLY_SMUGGLING,         /* 400 ambiguous framing (CL+TE, differing CLs) */
+    PROXY_REPLY_HEADERS_TOO_LARGE, /* 431 */
+    PROXY_REPLY_NOT_IMPLEMENTED,   /* 501 (upgrade, unknown coding) */
+    PROXY_REPLY_UNKNOWN_HOST,      /* 404 no virtual host */
+    PROXY_REPLY_NO_ROUTE,          /* 404 a host without a matching route */
+    PROXY_REPLY_NO_CLUSTER,        /* 503 the route's cluster is not known */
+    PROXY_REPLY_NO_HEALTHY,        /* 503 no healthy endpoint */
+    PROXY_REPLY_CONNECT_FAILURE,   /* 503 upstream connect failure */
+    PROXY_REPLY_UPSTREAM_TIMEOUT,  /* 504 route timeout */
+    PROXY_REPLY_UPSTREAM_RESET,    /* 502 upstream closed or sent garbage before a response */
+    PROXY_REPLY_NOT_READY,         /* 503 no configuration yet */
     PROXY_REPLY_KIND_COUNT
 } proxy_local_reply;
 
@@ -56,9 +56,8 @@ proxy_stats_shard *proxy_stats_shard_of(proxy_stats *stats, unsigned index);
  * NULL and do nothing. */
 proxy_cluster_stats *proxy_stats_cluster(proxy_stats_shard *shard, const char *cluster_name);
 /* The entry of an endpoint of that cluster, by "address:port". */
-proxy_endpoint_stats *proxy_stats_endpoint(proxy_stats_shard *shard,
-                                           proxy_cluster_stats *cluster, const char *address,
-                                           uint16_t port);
+proxy_endpoint_stats *proxy_stats_endpoint(proxy_stats_shard *shard, proxy_cluster_stats *cluster,
+                                           const char *address, uint16_t port);
 
 /* A response sent downstream: its status, the cluster (NULL for a local reply
  * without one) and the time from the request's first byte to the response's

@@ -18,7 +18,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 echo "== fuzz: libFuzzer targets (clang), 30 s each =="
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATRIUM_FUZZ=ON >/dev/null
-for target in fuzz_rest_body fuzz_csr; do
+for target in fuzz_rest_body fuzz_csr fuzz_http_request; do
   cmake --build build-fuzz -j2 --target "$target"
   corpus=$(mktemp -d)
   cp tests/fuzz/corpus/"${target#fuzz_}"/* "$corpus"/
