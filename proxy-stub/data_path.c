@@ -37,6 +37,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -1295,6 +1296,11 @@ static void worker_wake(evutil_socket_t fd, short events, void *context)
     }
     proxy_config_release(self->config);
     self->config = config;
+    /* The snapshot just dropped and the xDS client's temporaries were freed
+     * in several threads' arenas: give the free pages back to the kernel
+     * (a proxy's memory should not keep its peak of the last rebuild). */
+    if (self->index == 0)
+        malloc_trim(0);
     char errors[1024] = "";
     reconcile_listeners(self, errors, sizeof(errors));
     if (self->index == 0) {

@@ -264,12 +264,11 @@ static void arena_free(arena *memory)
  * proxy_config pointer is also a pointer to its snapshot. */
 typedef struct snapshot {
     proxy_config config;
-    arena memory; /* everything config points to, except config.resources */
+    arena memory; /* everything config points to */
 } snapshot;
 
 static void snapshot_free(snapshot *built)
 {
-    proxy_resource_set_clear(&built->config.resources);
     arena_free(&built->memory);
     free(built);
 }
@@ -278,6 +277,7 @@ static void snapshot_free(snapshot *built)
 
 typedef struct builder {
     proxy_config *config;
+    const proxy_resource_set *resources; /* what the snapshot is built from */
     arena *memory;
     char *error;
     size_t error_size;
@@ -574,7 +574,7 @@ static int build_cluster(builder *build, const proxy_resource *resource,
 static int build_clusters(builder *build)
 {
     proxy_config *config = build->config;
-    const proxy_resource_set *set = &config->resources;
+    const proxy_resource_set *set = build->resources;
     size_t count = set->counts[PROXY_RESOURCE_CLUSTER];
     config->clusters = ARENA_ARRAY(build->memory, count, proxy_cluster);
     if (config->clusters == NULL)
@@ -779,7 +779,7 @@ static int build_load_assignment(builder *build, const proxy_resource *resource,
 static int build_load_assignments(builder *build)
 {
     proxy_config *config = build->config;
-    const proxy_resource_set *set = &config->resources;
+    const proxy_resource_set *set = build->resources;
     bool *assigned = calloc(config->cluster_count ? config->cluster_count : 1, sizeof(bool));
     if (assigned == NULL)
         return out_of_memory(build);
@@ -1340,7 +1340,7 @@ static const proxy_route_table *find_route_table(const proxy_config *config, con
 static int build_route_tables(builder *build)
 {
     proxy_config *config = build->config;
-    const proxy_resource_set *set = &config->resources;
+    const proxy_resource_set *set = build->resources;
     size_t count = set->counts[PROXY_RESOURCE_ROUTE];
     config->route_tables = ARENA_ARRAY(build->memory, count, proxy_route_table);
     if (config->route_tables == NULL)
@@ -1552,7 +1552,7 @@ static int build_listener(builder *build, const proxy_resource *resource,
 static int build_listeners(builder *build)
 {
     proxy_config *config = build->config;
-    const proxy_resource_set *set = &config->resources;
+    const proxy_resource_set *set = build->resources;
     size_t count = set->counts[PROXY_RESOURCE_LISTENER];
     config->listeners = ARENA_ARRAY(build->memory, count, proxy_listener);
     config->inline_tables = ARENA_ARRAY(build->memory, count, proxy_route_table);
@@ -1600,11 +1600,13 @@ proxy_config *proxy_config_build(const proxy_resource_set *resources, uint64_t g
     proxy_config *config = &built->config;
     atomic_init(&config->references, 1);
     config->generation = generation;
-    builder build = {
-        .config = config, .memory = &built->memory, .error = error, .error_size = error_size};
+    static const proxy_resource_set empty;
+    builder build = {.config = config,
+                     .resources = resources != NULL ? resources : &empty,
+                     .memory = &built->memory,
+                     .error = error,
+                     .error_size = error_size};
     int result = 0;
-    if (resources != NULL && proxy_resource_set_copy(&config->resources, resources) != 0)
-        result = out_of_memory(&build);
     /* Clusters first, so that assignments and routes can point at them; route
      * tables before the listeners that name them. */
     if (result == 0)

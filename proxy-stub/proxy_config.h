@@ -170,13 +170,12 @@ typedef struct proxy_config {
     size_t route_table_count;
     proxy_route_table *inline_tables; /* one per listener with an inline table */
     size_t inline_table_count;
-    proxy_resource_set resources; /* the bytes it was built from (owned) */
 } proxy_config;
 
-/* Builds a snapshot from a copy of resources. Returns it with one reference,
- * or NULL with the reason in error ("Cluster \"x\": ...": the resource's type
- * and name, then what cannot be applied: an unknown filter, a bad address, an
- * unsupported field value). */
+/* Builds a snapshot from resources (which it does not keep: every text it
+ * needs is copied; the caller keeps the bytes, e.g. for the state file). Returns it with one
+ * reference, or NULL with the reason in error ("Cluster \"x\": ...": the resource's type and name,
+ * then what cannot be applied: an unknown filter, a bad address, an unsupported field value). */
 proxy_config *proxy_config_build(const proxy_resource_set *resources, uint64_t generation,
                                  char *error, size_t error_size);
 
