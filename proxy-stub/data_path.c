@@ -340,7 +340,9 @@ static void socket_io_read(socket_io *io, size_t limit)
             vectors[i].iov_len = space[i].iov_len;
             reserved += space[i].iov_len;
         }
-        ssize_t got = readv(io->fd, vectors, count);
+        /* recv on one buffer skips readv's copy of the vector array. */
+        ssize_t got = count == 1 ? recv(io->fd, space[0].iov_base, space[0].iov_len, 0)
+                                 : readv(io->fd, vectors, count);
         if (got < 0) {
             evbuffer_commit_space(io->input, space, 0);
             if (errno == EINTR)
@@ -375,7 +377,21 @@ static void socket_io_read(socket_io *io, size_t limit)
 static void socket_io_flush(socket_io *io)
 {
     while (!io->failed && evbuffer_get_length(io->output) > 0) {
-        int wrote = evbuffer_write(io->output, io->fd);
+        struct evbuffer_iovec pieces[16];
+        int count = evbuffer_peek(io->output, -1, NULL, pieces, 16);
+        if (count > 16)
+            count = 16;
+        ssize_t wrote;
+        if (count == 1) {
+            wrote = send(io->fd, pieces[0].iov_base, pieces[0].iov_len, MSG_NOSIGNAL);
+        } else {
+            struct iovec vectors[16];
+            for (int i = 0; i < count; i++) {
+                vectors[i].iov_base = pieces[i].iov_base;
+                vectors[i].iov_len = pieces[i].iov_len;
+            }
+            wrote = writev(io->fd, vectors, count);
+        }
         if (wrote < 0) {
             if (errno == EINTR)
                 continue;
@@ -383,6 +399,7 @@ static void socket_io_flush(socket_io *io)
                 io->failed = true;
             return;
         }
+        evbuffer_drain(io->output, (size_t)wrote);
         if (wrote == 0)
             return;
     }
@@ -662,9 +679,21 @@ static int retry_on_new_connection(downstream *client)
 static void write_response_head(downstream *client, const http_head *head)
 {
     head_writer writer = {.out = client->io.output};
-    char status_line[32];
-    int length = snprintf(status_line, sizeof(status_line), "HTTP/1.1 %03d ", head->status);
-    head_put(&writer, status_line, (size_t)length);
+    int status = head->status >= 100 && head->status <= 999 ? head->status : 502;
+    char status_line[13] = {'H',
+                            'T',
+                            'T',
+                            'P',
+                            '/',
+                            '1',
+                            '.',
+                            '1',
+                            ' ',
+                            (char)('0' + status / 100),
+                            (char)('0' + status / 10 % 10),
+                            (char)('0' + status % 10),
+                            ' '};
+    head_put(&writer, status_line, sizeof(status_line));
     head_put(&writer, head->reason.data, head->reason.length);
     head_put(&writer, "\r\n", 2);
     for (size_t i = 0; i < head->header_count; i++)
@@ -1112,6 +1141,13 @@ static void downstream_progress(downstream *client)
             downstream_close(client);
             break;
         }
+        /* Bytes left in the kernel when the read stopped at its limit bring no
+         * new edge: read again once the upstream took what was read. */
+        if (io->unread && !client->closing && !io->peer_closed &&
+            evbuffer_get_length(io->input) < HIGH_WATER &&
+            (client->server == NULL ||
+             evbuffer_get_length(client->server->io.output) <= HIGH_WATER))
+            client->again = true;
         /* The client's output drained: the response may go on. */
         if (server != NULL && server == client->server && pending <= LOW_WATER &&
             server->io.unread && client->response_started)
