@@ -1,17 +1,22 @@
 /*
  * ca.c — Atrium's certificate authority (see ca.h): root and issuer kept in a
  * directory, CSR checks and signing, trust bundle, CRLs, rotation.
- * OpenSSL 3 EVP/X509 APIs only.
+ * OpenSSL 3 EVP/X509 APIs only; CSRs are parsed with ASN.1 templates of our
+ * own so that the hot path never runs OpenSSL's key decoders (see "CSR
+ * parsing").
  */
 #include "ca.h"
 
 #include "memory_text.h"
 #include "spiffe.h"
 
+#include <openssl/asn1t.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
@@ -69,6 +74,26 @@ struct ca {
     X509 **old_roots;
     int64_t *old_root_retire_ms;
     size_t old_root_count;
+    /* The domain parameters of P-256 and P-384 (no key), owned here: a CSR's
+     * EC key is a copy of one with the CSR's point set, a quarter of the cost
+     * of building the curve again for each request. Read-only after ca_open. */
+    EVP_PKEY *p256_parameters;
+    EVP_PKEY *p384_parameters;
+    /* The extensions every leaf carries, whoever the issuer, made once by
+     * ca_open (owned here, read-only after; X509_add_ext copies them). */
+    X509_EXTENSION *leaf_basic_constraints;  /* critical, CA:FALSE */
+    X509_EXTENSION *leaf_key_usage;          /* critical, digitalSignature */
+    X509_EXTENSION *leaf_key_usage_rsa;      /* the same and keyEncipherment */
+    X509_EXTENSION *leaf_extended_key_usage; /* serverAuth, clientAuth */
+    /* The current issuer as PEM (owned here, replaced with the issuer; NULL
+     * when it could not be made: leaves then encode the issuer themselves). */
+    char *issuer_pem;
+    /* The last trust bundle made (owned here) and the times it holds for:
+     * the same roots are in the bundle at any now in [from, until). Dropped
+     * when the roots change. */
+    char *bundle_pem;
+    int64_t bundle_from_ms;
+    int64_t bundle_until_ms;
 };
 
 /* ---- errors, strings, time ------------------------------------------------ */
@@ -616,6 +641,33 @@ static bool add_extension(X509 *cert, X509 *issuer, int nid, const char *value)
     return ok == 1;
 }
 
+/* authorityKeyIdentifier from the issuer's subjectKeyIdentifier, as
+ * "keyid:always" makes it, without parsing configuration text. An issuer
+ * without one (an operator's CA) goes the configuration way, which refuses it
+ * as before. */
+static bool add_authority_key_id(X509 *cert, X509 *issuer)
+{
+    const ASN1_OCTET_STRING *issuer_key_id = X509_get0_subject_key_id(issuer);
+    if (issuer_key_id == NULL) {
+        return add_extension(cert, issuer, NID_authority_key_identifier, "keyid:always");
+    }
+    AUTHORITY_KEYID *key_id = AUTHORITY_KEYID_new();
+    bool ok =
+        key_id != NULL && (key_id->keyid = ASN1_OCTET_STRING_dup(issuer_key_id)) != NULL &&
+        X509_add1_ext_i2d(cert, NID_authority_key_identifier, key_id, 0, X509V3_ADD_DEFAULT) == 1;
+    AUTHORITY_KEYID_free(key_id);
+    return ok;
+}
+
+/* An extension from its configuration text, for one that needs no issuer or
+ * subject; a new extension or NULL. */
+static X509_EXTENSION *make_extension(int nid, const char *value)
+{
+    X509V3_CTX context;
+    X509V3_set_ctx(&context, NULL, NULL, NULL, NULL, 0);
+    return X509V3_EXT_conf_nid(NULL, &context, nid, value);
+}
+
 /* "<prefix> <trust domain><suffix>" when it fits a CN, else "<prefix><suffix>". */
 static void ca_common_name(char *out, size_t size, const char *prefix, const char *trust_domain,
                            const char *suffix)
@@ -695,6 +747,299 @@ static X509 *make_issuer(const char *trust_domain, EVP_PKEY *key, X509 *root, EV
     return make_ca_certificate(name, key, root, root_key, now, end, 0);
 }
 
+/* ---- CSR parsing ------------------------------------------------------------------ */
+
+/*
+ * A PKCS #10 request (RFC 2986), parsed with templates of our own rather than
+ * OpenSSL's X509_REQ. X509_REQ turns the SubjectPublicKeyInfo into an
+ * EVP_PKEY while it parses, and OpenSSL 3.0 builds a decoder chain for that
+ * on every call: over a third of the time a signing took. Here the key stays
+ * as its algorithm and BIT STRING until csr_public_key has accepted the
+ * algorithm and curve (or size), and then builds the EVP_PKEY from its
+ * parameters. The CertificationRequestInfo keeps its encoding as received
+ * (ASN1_SEQUENCE_enc), so the signature is verified over exactly the bytes
+ * that were signed, as X509_REQ_verify does.
+ */
+/* clang-format off */
+typedef struct csr_key_info {
+    X509_ALGOR *algorithm;
+    ASN1_BIT_STRING *public_key;
+} csr_key_info;
+
+ASN1_SEQUENCE(csr_key_info) = {
+    ASN1_SIMPLE(csr_key_info, algorithm, X509_ALGOR),
+    ASN1_SIMPLE(csr_key_info, public_key, ASN1_BIT_STRING),
+} static_ASN1_SEQUENCE_END(csr_key_info)
+
+typedef struct csr_info {
+    ASN1_ENCODING encoding; /* the DER as received: what the signature covers */
+    ASN1_INTEGER *version;
+    X509_NAME *subject;
+    csr_key_info *key_info;
+    STACK_OF(X509_ATTRIBUTE) *attributes; /* NULL when absent */
+} csr_info;
+
+/* The attributes are OPTIONAL here, as in OpenSSL's X509_REQ_INFO (some
+ * encoders leave the empty set out). */
+ASN1_SEQUENCE_enc(csr_info, encoding, NULL) = {
+    ASN1_SIMPLE(csr_info, version, ASN1_INTEGER),
+    ASN1_SIMPLE(csr_info, subject, X509_NAME),
+    ASN1_SIMPLE(csr_info, key_info, csr_key_info),
+    ASN1_IMP_SET_OF_OPT(csr_info, attributes, X509_ATTRIBUTE, 0),
+} static_ASN1_SEQUENCE_END_ref(csr_info, csr_info)
+
+typedef struct csr_request {
+    csr_info *info;
+    X509_ALGOR *signature_algorithm;
+    ASN1_BIT_STRING *signature;
+} csr_request;
+
+ASN1_SEQUENCE(csr_request) = {
+    ASN1_SIMPLE(csr_request, info, csr_info),
+    ASN1_SIMPLE(csr_request, signature_algorithm, X509_ALGOR),
+    ASN1_SIMPLE(csr_request, signature, ASN1_BIT_STRING),
+} static_ASN1_SEQUENCE_END(csr_request)
+
+/* RSAPublicKey (RFC 8017 A.1.1), the content of an RSA key's BIT STRING. */
+typedef struct rsa_public_numbers {
+    BIGNUM *modulus;
+    BIGNUM *exponent;
+} rsa_public_numbers;
+
+ASN1_SEQUENCE(rsa_public_numbers) = {
+    ASN1_SIMPLE(rsa_public_numbers, modulus, BIGNUM),
+    ASN1_SIMPLE(rsa_public_numbers, exponent, BIGNUM),
+} static_ASN1_SEQUENCE_END(rsa_public_numbers)
+
+/* Frees a request from csr_from_pem (NULL is ignored). */
+static void csr_request_free(csr_request *request);
+/* clang-format on */
+
+static void csr_request_free(csr_request *request)
+{
+    ASN1_item_free((ASN1_VALUE *)request, ASN1_ITEM_rptr(csr_request));
+}
+
+/* Parses a PEM CSR (labelled as PEM_read_bio_X509_REQ accepts it: CERTIFICATE
+ * REQUEST or NEW CERTIFICATE REQUEST). A new request the caller frees with
+ * csr_request_free, or NULL. */
+static csr_request *csr_from_pem(const char *csr_pem)
+{
+    BIO *bio = BIO_new_mem_buf(csr_pem, -1);
+    unsigned char *der = NULL;
+    long length = 0;
+    char *label = NULL;
+    csr_request *request = NULL;
+    if (bio != NULL &&
+        PEM_bytes_read_bio(&der, &length, &label, PEM_STRING_X509_REQ, bio, NULL, NULL) == 1) {
+        const unsigned char *cursor = der;
+        request = (csr_request *)ASN1_item_d2i(NULL, &cursor, length, ASN1_ITEM_rptr(csr_request));
+    }
+    OPENSSL_free(der);
+    OPENSSL_free(label);
+    BIO_free(bio);
+    return request;
+}
+
+/* The extensions a CSR asks for, read as X509_REQ_get_extensions reads them
+ * (the PKCS #9 extensionRequest attribute, else Microsoft's older one; the
+ * first value). A new stack (empty when none are asked for) the caller frees
+ * with sk_X509_EXTENSION_pop_free(..., X509_EXTENSION_free); NULL when the
+ * attribute is malformed. */
+static STACK_OF(X509_EXTENSION) * csr_extensions(const csr_info *info)
+{
+    static const int attribute_nids[] = {NID_ext_req, NID_ms_ext_req};
+    ASN1_TYPE *value = NULL;
+    for (size_t i = 0; info->attributes != NULL && i < 2; i++) {
+        int index = X509at_get_attr_by_NID(info->attributes, attribute_nids[i], -1);
+        if (index >= 0) {
+            value = X509_ATTRIBUTE_get0_type(X509at_get_attr(info->attributes, index), 0);
+            break;
+        }
+    }
+    if (value == NULL) {
+        return sk_X509_EXTENSION_new_null();
+    }
+    if (value->type != V_ASN1_SEQUENCE) {
+        return NULL;
+    }
+    const unsigned char *cursor = value->value.sequence->data;
+    return (STACK_OF(X509_EXTENSION) *)ASN1_item_d2i(NULL, &cursor, value->value.sequence->length,
+                                                     ASN1_ITEM_rptr(X509_EXTENSIONS));
+}
+
+/* The name of an OID for messages: its short name, else its dotted form. */
+static const char *object_name(const ASN1_OBJECT *object, char *buffer, size_t size)
+{
+    int nid = OBJ_obj2nid(object);
+    if (nid != NID_undef && OBJ_nid2sn(nid) != NULL) {
+        return OBJ_nid2sn(nid);
+    }
+    if (OBJ_obj2txt(buffer, (int)size, object, 1) <= 0) {
+        snprintf(buffer, size, "unknown");
+    }
+    return buffer;
+}
+
+/* A public key of type ("RSA") from its OSSL_PARAMs; NULL when the provider
+ * refuses them. */
+static EVP_PKEY *key_from_params(const char *type, OSSL_PARAM *params)
+{
+    EVP_PKEY_CTX *context = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+    EVP_PKEY *key = NULL;
+    if (context == NULL || EVP_PKEY_fromdata_init(context) != 1 ||
+        EVP_PKEY_fromdata(context, &key, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+        EVP_PKEY_free(key);
+        key = NULL;
+    }
+    EVP_PKEY_CTX_free(context);
+    return key;
+}
+
+/* The domain parameters of a named curve as a key without key material;
+ * NULL on failure. */
+static EVP_PKEY *curve_parameters(const char *group)
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)group, 0),
+        OSSL_PARAM_construct_end(),
+    };
+    EVP_PKEY_CTX *context = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    EVP_PKEY *parameters = NULL;
+    if (context == NULL || EVP_PKEY_fromdata_init(context) != 1 ||
+        EVP_PKEY_fromdata(context, &parameters, EVP_PKEY_KEY_PARAMETERS, params) != 1) {
+        EVP_PKEY_free(parameters);
+        parameters = NULL;
+    }
+    EVP_PKEY_CTX_free(context);
+    return parameters;
+}
+
+/* An ECDSA key: a named curve, P-256 or P-384, and a point encoded for it
+ * (uncompressed or compressed). The key is a copy of the curve's parameters
+ * (authority->p256_parameters / p384_parameters) with the point set; the
+ * provider checks the point is on the curve. */
+static EVP_PKEY *csr_ec_key(const ca *authority, int parameter_type, const void *parameter,
+                            const unsigned char *point, size_t length, char *error,
+                            size_t error_size)
+{
+    if (parameter_type != V_ASN1_OBJECT) {
+        set_error(error, error_size,
+                  "the CSR's EC key does not name its curve: only the named curves P-256 and "
+                  "P-384 are accepted");
+        return NULL;
+    }
+    int curve = OBJ_obj2nid(parameter);
+    const char *group = NULL;
+    size_t field_bytes = 0;
+    EVP_PKEY *curve_key = NULL;
+    if (curve == NID_X9_62_prime256v1) {
+        group = "P-256";
+        field_bytes = 32;
+        curve_key = authority->p256_parameters;
+    } else if (curve == NID_secp384r1) {
+        group = "P-384";
+        field_bytes = 48;
+        curve_key = authority->p384_parameters;
+    } else {
+        char name[80];
+        set_error(error, error_size,
+                  "the CSR's EC key uses curve %s: only P-256 and P-384 are accepted",
+                  object_name(parameter, name, sizeof name));
+        return NULL;
+    }
+    bool uncompressed = length == 1 + 2 * field_bytes && point[0] == 0x04;
+    bool compressed = length == 1 + field_bytes && (point[0] == 0x02 || point[0] == 0x03);
+    if (!uncompressed && !compressed) {
+        set_error(error, error_size, "the CSR's EC public key is not a point encoding for %s",
+                  group);
+        return NULL;
+    }
+    EVP_PKEY *key = EVP_PKEY_dup(curve_key);
+    if (key == NULL || EVP_PKEY_set1_encoded_public_key(key, point, length) != 1) {
+        EVP_PKEY_free(key);
+        set_error(error, error_size, "the CSR's EC public key is not a point on %s", group);
+        return NULL;
+    }
+    return key;
+}
+
+/* An RSA key of at least 2048 bits (algorithm parameters NULL, RFC 3279). */
+static EVP_PKEY *csr_rsa_key(int parameter_type, const unsigned char *data, size_t length,
+                             char *error, size_t error_size)
+{
+    if (parameter_type != V_ASN1_NULL && parameter_type != V_ASN1_UNDEF) {
+        set_error(error, error_size, "the CSR's RSA key has algorithm parameters (must be NULL)");
+        return NULL;
+    }
+    const unsigned char *cursor = data;
+    rsa_public_numbers *numbers = (rsa_public_numbers *)ASN1_item_d2i(
+        NULL, &cursor, (long)length, ASN1_ITEM_rptr(rsa_public_numbers));
+    if (numbers == NULL) {
+        set_error(error, error_size, "the CSR's RSA public key does not parse");
+        return NULL;
+    }
+    EVP_PKEY *key = NULL;
+    OSSL_PARAM_BLD *builder = NULL;
+    OSSL_PARAM *params = NULL;
+    int bits = BN_num_bits(numbers->modulus);
+    if (bits < 2048) {
+        set_error(error, error_size, "the CSR's RSA key has %d bits: at least 2048 are required",
+                  bits);
+    } else if ((builder = OSSL_PARAM_BLD_new()) == NULL ||
+               OSSL_PARAM_BLD_push_BN(builder, OSSL_PKEY_PARAM_RSA_N, numbers->modulus) != 1 ||
+               OSSL_PARAM_BLD_push_BN(builder, OSSL_PKEY_PARAM_RSA_E, numbers->exponent) != 1 ||
+               (params = OSSL_PARAM_BLD_to_param(builder)) == NULL ||
+               (key = key_from_params("RSA", params)) == NULL) {
+        set_error(error, error_size, "the CSR's RSA public key is not usable");
+    }
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(builder);
+    ASN1_item_free((ASN1_VALUE *)numbers, ASN1_ITEM_rptr(rsa_public_numbers));
+    return key;
+}
+
+/* The CSR's public key, accepted only for ECDSA P-256/P-384 (named curves)
+ * and RSA >= 2048, built from its parameters (no decoder). A new key the
+ * caller frees, or NULL with the reason. */
+static EVP_PKEY *csr_public_key(const ca *authority, const csr_key_info *key_info, char *error,
+                                size_t error_size)
+{
+    const ASN1_OBJECT *algorithm = NULL;
+    int parameter_type = V_ASN1_UNDEF;
+    const void *parameter = NULL;
+    X509_ALGOR_get0(&algorithm, &parameter_type, &parameter, key_info->algorithm);
+    const ASN1_BIT_STRING *bits = key_info->public_key;
+    if ((bits->flags & 0x07) != 0 || bits->length <= 0) {
+        set_error(error, error_size, "the CSR's public key is empty or not whole bytes");
+        return NULL;
+    }
+    size_t length = (size_t)bits->length;
+    switch (OBJ_obj2nid(algorithm)) {
+    case NID_X9_62_id_ecPublicKey:
+        return csr_ec_key(authority, parameter_type, parameter, bits->data, length, error,
+                          error_size);
+    case NID_rsaEncryption:
+        return csr_rsa_key(parameter_type, bits->data, length, error, error_size);
+    default: {
+        char name[80];
+        set_error(error, error_size,
+                  "the CSR's key type %s is not accepted (ECDSA P-256/P-384 or RSA >= 2048)",
+                  object_name(algorithm, name, sizeof name));
+        return NULL;
+    }
+    }
+}
+
+/* Whether the CSR's signature verifies with key (the CSR's own), over the
+ * CertificationRequestInfo as received, with the algorithm checks of
+ * X509_REQ_verify (the signature algorithm must suit the key). */
+static bool csr_signature_verifies(const csr_request *request, EVP_PKEY *key)
+{
+    return ASN1_item_verify_ex(ASN1_ITEM_rptr(csr_info), request->signature_algorithm,
+                               request->signature, request->info, NULL, key, NULL, NULL) == 1;
+}
+
 /* ---- SAN handling ------------------------------------------------------------ */
 
 static const char *general_name_kind(int type)
@@ -737,10 +1082,15 @@ static char *copy_uri(const GENERAL_NAME *name, char *error, size_t error_size)
     return copy;
 }
 
-/* The SAN of a CSR, which must be exactly one name, a URI. */
-static char *csr_single_uri(X509_REQ *request, char *error, size_t error_size)
+/* The SAN of a CSR, which must be exactly one name, a URI. A new string the
+ * caller frees, or NULL with the reason. */
+static char *csr_single_uri(const csr_info *info, char *error, size_t error_size)
 {
-    STACK_OF(X509_EXTENSION) *extensions = X509_REQ_get_extensions(request);
+    STACK_OF(X509_EXTENSION) *extensions = csr_extensions(info);
+    if (extensions == NULL) {
+        set_error(error, error_size, "the CSR's extension request is malformed");
+        return NULL;
+    }
     X509_EXTENSION *san = NULL;
     int san_count = 0;
     for (int i = 0; i < sk_X509_EXTENSION_num(extensions); i++) {
@@ -839,42 +1189,6 @@ static int check_identity(const char *trust_domain, const char *identity, char *
     return 0;
 }
 
-/* Accepts ECDSA P-256/P-384 and RSA >= 2048 only. */
-static int check_public_key(EVP_PKEY *key, char *error, size_t error_size)
-{
-    if (EVP_PKEY_is_a(key, "EC")) {
-        char group[64] = "";
-        size_t length = 0;
-        if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
-                                           &length) != 1) {
-            set_error(error, error_size, "cannot read the curve of the CSR's EC key");
-            return -1;
-        }
-        if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0 ||
-            strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0) {
-            return 0;
-        }
-        set_error(error, error_size,
-                  "the CSR's EC key uses curve %s: only P-256 and P-384 are "
-                  "accepted",
-                  group);
-        return -1;
-    }
-    if (EVP_PKEY_is_a(key, "RSA")) {
-        int bits = EVP_PKEY_get_bits(key);
-        if (bits >= 2048) {
-            return 0;
-        }
-        set_error(error, error_size, "the CSR's RSA key has %d bits: at least 2048 are required",
-                  bits);
-        return -1;
-    }
-    set_error(error, error_size,
-              "the CSR's key type %s is not accepted (ECDSA P-256/P-384 or RSA >= 2048)",
-              EVP_PKEY_get0_type_name(key) != NULL ? EVP_PKEY_get0_type_name(key) : "unknown");
-    return -1;
-}
-
 /* ---- leaves ---------------------------------------------------------------------- */
 
 /* The validity of a new leaf; -1 for a TTL outside the allowed range or an expired issuer. */
@@ -903,23 +1217,17 @@ static int leaf_validity(const ca *authority, uint32_t ttl_s, int64_t now_ms, ti
     return 0;
 }
 
-/* Builds and signs a leaf for key with URI SAN identity (+ IP SAN when ip != NULL). */
-/* Copies a CSR's SubjectPublicKeyInfo into cert as it is. X509_set_pubkey
- * would encode the EVP_PKEY again (and OpenSSL 3.0 decodes it back), which was
- * two fifths of the time it took to sign a leaf. */
-static bool copy_public_key(X509 *cert, X509_PUBKEY *from)
+/* Copies a CSR's SubjectPublicKeyInfo into cert as it is (nothing is
+ * decoded). X509_set_pubkey would encode the EVP_PKEY again, and OpenSSL 3.0
+ * decodes that back with a decoder chain. */
+static bool copy_public_key(X509 *cert, const csr_key_info *from)
 {
-    ASN1_OBJECT *algorithm = NULL;
-    const unsigned char *bits = NULL;
-    int length = 0;
-    X509_ALGOR *parameters = NULL;
-    if (X509_PUBKEY_get0_param(&algorithm, &bits, &length, &parameters, from) != 1 ||
-        parameters == NULL)
-        return false;
-    const ASN1_OBJECT *parameter_object = NULL;
+    const ASN1_OBJECT *algorithm = NULL;
     int parameter_type = V_ASN1_UNDEF;
     const void *parameter_value = NULL;
-    X509_ALGOR_get0(&parameter_object, &parameter_type, &parameter_value, parameters);
+    X509_ALGOR_get0(&algorithm, &parameter_type, &parameter_value, from->algorithm);
+    const unsigned char *bits = from->public_key->data;
+    int length = from->public_key->length;
     void *value = NULL;
     if (parameter_type == V_ASN1_OBJECT)
         value = OBJ_dup(parameter_value);
@@ -952,8 +1260,10 @@ static bool copy_public_key(X509 *cert, X509_PUBKEY *from)
 typedef struct {
     X509 *issuer;
     EVP_PKEY *issuer_key;
+    char *issuer_pem; /* a copy the snapshot owns, or NULL */
     time_t not_before;
     time_t not_after;
+    const ca *authority; /* for the leaf extensions it made at ca_open */
 } signing_snapshot;
 
 static int take_signing_snapshot(ca *authority, uint32_t ttl_s, int64_t now_ms,
@@ -968,6 +1278,8 @@ static int take_signing_snapshot(ca *authority, uint32_t ttl_s, int64_t now_ms,
         EVP_PKEY_up_ref(authority->issuer_key);
         signer->issuer = authority->issuer;
         signer->issuer_key = authority->issuer_key;
+        signer->issuer_pem = authority->issuer_pem != NULL ? strdup(authority->issuer_pem) : NULL;
+        signer->authority = authority;
     }
     pthread_mutex_unlock(&authority->lock);
     return result;
@@ -977,14 +1289,16 @@ static void release_signing_snapshot(signing_snapshot *signer)
 {
     X509_free(signer->issuer);
     EVP_PKEY_free(signer->issuer_key);
+    free(signer->issuer_pem);
     memset(signer, 0, sizeof *signer);
 }
 
-/* key: the subject's key; public_key (may be NULL): the same key as a CSR
- * carried it, copied as is when given. */
-static X509 *make_leaf(const signing_snapshot *signer, EVP_PKEY *key, X509_PUBKEY *public_key,
-                       const char *identity, const char *service, const char *ip, char *error,
-                       size_t error_size)
+/* Builds and signs a leaf for key with URI SAN identity (+ IP SAN when ip !=
+ * NULL). key: the subject's key; public_key (may be NULL): the same key as a
+ * CSR carried it, copied as is when given. Returns a new certificate. */
+static X509 *make_leaf(const signing_snapshot *signer, EVP_PKEY *key,
+                       const csr_key_info *public_key, const char *identity, const char *service,
+                       const char *ip, char *error, size_t error_size)
 {
     X509 *cert = X509_new();
     GENERAL_NAMES *names = GENERAL_NAMES_new();
@@ -1033,14 +1347,15 @@ static X509 *make_leaf(const signing_snapshot *signer, EVP_PKEY *key, X509_PUBKE
             ok = false;
         }
     }
-    const char *usage = EVP_PKEY_is_a(key, "RSA") ? "critical,digitalSignature,keyEncipherment"
-                                                  : "critical,digitalSignature";
+    const ca *authority = signer->authority;
+    X509_EXTENSION *usage =
+        EVP_PKEY_is_a(key, "RSA") ? authority->leaf_key_usage_rsa : authority->leaf_key_usage;
     ok = ok && X509_add1_ext_i2d(cert, NID_subject_alt_name, names, 0, X509V3_ADD_DEFAULT) == 1 &&
-         add_extension(cert, signer->issuer, NID_basic_constraints, "critical,CA:FALSE") &&
-         add_extension(cert, signer->issuer, NID_key_usage, usage) &&
-         add_extension(cert, signer->issuer, NID_ext_key_usage, "serverAuth,clientAuth") &&
+         X509_add_ext(cert, authority->leaf_basic_constraints, -1) == 1 &&
+         X509_add_ext(cert, usage, -1) == 1 &&
+         X509_add_ext(cert, authority->leaf_extended_key_usage, -1) == 1 &&
          add_extension(cert, signer->issuer, NID_subject_key_identifier, "hash") &&
-         add_extension(cert, signer->issuer, NID_authority_key_identifier, "keyid:always") &&
+         add_authority_key_id(cert, signer->issuer) &&
          X509_sign(cert, signer->issuer_key, digest_for(signer->issuer_key)) > 0;
     GENERAL_NAMES_free(names);
     if (!ok) {
@@ -1055,8 +1370,17 @@ static X509 *make_leaf(const signing_snapshot *signer, EVP_PKEY *key, X509_PUBKE
 static int finish_leaf(const signing_snapshot *signer, X509 *leaf, const char *identity,
                        char **chain_pem, model_certificate *record, char *error, size_t error_size)
 {
-    X509 *chain[2] = {leaf, signer->issuer};
-    char *pem = certs_to_pem(chain, 2);
+    char *pem = NULL;
+    if (signer->issuer_pem != NULL) {
+        char *leaf_pem = cert_to_pem(leaf);
+        if (leaf_pem != NULL && asprintf(&pem, "%s%s", leaf_pem, signer->issuer_pem) < 0) {
+            pem = NULL;
+        }
+        free(leaf_pem);
+    } else {
+        X509 *chain[2] = {leaf, signer->issuer};
+        pem = certs_to_pem(chain, 2);
+    }
     char *serial = serial_hex(X509_get0_serialNumber(leaf));
     char *identity_copy = strdup(identity);
     int64_t from = 0;
@@ -1097,9 +1421,7 @@ int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identit
         set_error(error, error_size, "no CSR");
         return -1;
     }
-    BIO *bio = BIO_new_mem_buf(csr_pem, -1);
-    X509_REQ *request = bio != NULL ? PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL) : NULL;
-    BIO_free(bio);
+    csr_request *request = csr_from_pem(csr_pem);
     if (request == NULL) {
         set_error(error, error_size, "cannot parse the CSR PEM");
         return -1;
@@ -1108,19 +1430,15 @@ int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identit
     char *identity = NULL;
     char *service = NULL;
     X509 *leaf = NULL;
-    EVP_PKEY *key = X509_REQ_get0_pubkey(request);
+    EVP_PKEY *key = csr_public_key(authority, request->info->key_info, error, error_size);
     if (key == NULL) {
-        set_error(error, error_size, "the CSR carries no usable public key");
         goto done;
     }
-    if (X509_REQ_verify(request, key) != 1) {
+    if (!csr_signature_verifies(request, key)) {
         set_error(error, error_size, "the CSR's signature does not verify");
         goto done;
     }
-    if (check_public_key(key, error, error_size) != 0) {
-        goto done;
-    }
-    identity = csr_single_uri(request, error, error_size);
+    identity = csr_single_uri(request->info, error, error_size);
     if (identity == NULL) {
         goto done;
     }
@@ -1134,8 +1452,8 @@ int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identit
     }
     signing_snapshot signer;
     if (take_signing_snapshot(authority, ttl_s, now_ms, &signer, error, error_size) == 0 &&
-        (leaf = make_leaf(&signer, key, X509_REQ_get_X509_PUBKEY(request), identity, service, NULL,
-                          error, error_size)) != NULL) {
+        (leaf = make_leaf(&signer, key, request->info->key_info, identity, service, NULL, error,
+                          error_size)) != NULL) {
         result = finish_leaf(&signer, leaf, identity, chain_pem, record, error, error_size);
     }
     release_signing_snapshot(&signer);
@@ -1143,7 +1461,8 @@ done:
     X509_free(leaf);
     free(identity);
     free(service);
-    X509_REQ_free(request);
+    EVP_PKEY_free(key);
+    csr_request_free(request);
     return result;
 }
 
@@ -1197,15 +1516,13 @@ int ca_csr_identity(const char *csr_pem, char **identity, char *error, size_t er
 {
     *identity = NULL;
     ERR_clear_error();
-    BIO *bio = csr_pem != NULL ? BIO_new_mem_buf(csr_pem, -1) : NULL;
-    X509_REQ *request = bio != NULL ? PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL) : NULL;
-    BIO_free(bio);
+    csr_request *request = csr_pem != NULL ? csr_from_pem(csr_pem) : NULL;
     if (request == NULL) {
         set_error(error, error_size, "cannot parse the CSR PEM");
         return -1;
     }
-    *identity = csr_single_uri(request, error, error_size);
-    X509_REQ_free(request);
+    *identity = csr_single_uri(request->info, error, error_size);
+    csr_request_free(request);
     return *identity != NULL ? 0 : -1;
 }
 
@@ -1267,14 +1584,45 @@ static X509 **bundle_roots(ca *authority, int64_t now_ms, size_t *count)
     return roots;
 }
 
-char *ca_trust_bundle_pem(ca *authority, int64_t now_ms)
+/* Makes authority->bundle_pem the bundle at now_ms (called with the lock
+ * held); false when out of memory. */
+static bool refresh_bundle(ca *authority, int64_t now_ms)
 {
-    pthread_mutex_lock(&authority->lock);
+    if (authority->bundle_pem != NULL && authority->bundle_from_ms <= now_ms &&
+        now_ms < authority->bundle_until_ms) {
+        return true;
+    }
     size_t count = 0;
     X509 **roots = bundle_roots(authority, now_ms, &count);
     char *pem = roots != NULL ? certs_to_pem(roots, count) : NULL;
-    pthread_mutex_unlock(&authority->lock);
     free(roots);
+    if (pem == NULL) {
+        return false;
+    }
+    /* A previous root is in the bundle while now < its retirement: the set
+     * changes at the last retirement passed and at the next one to come. */
+    int64_t from = INT64_MIN;
+    int64_t until = INT64_MAX;
+    for (size_t i = 0; i < authority->old_root_count; i++) {
+        int64_t retire = authority->old_root_retire_ms[i];
+        if (retire > now_ms && retire < until) {
+            until = retire;
+        } else if (retire <= now_ms && retire > from) {
+            from = retire;
+        }
+    }
+    free(authority->bundle_pem);
+    authority->bundle_pem = pem;
+    authority->bundle_from_ms = from;
+    authority->bundle_until_ms = until;
+    return true;
+}
+
+char *ca_trust_bundle_pem(ca *authority, int64_t now_ms)
+{
+    pthread_mutex_lock(&authority->lock);
+    char *pem = refresh_bundle(authority, now_ms) ? strdup(authority->bundle_pem) : NULL;
+    pthread_mutex_unlock(&authority->lock);
     return pem;
 }
 
@@ -1495,6 +1843,14 @@ void ca_close(ca *authority)
     free_key_array(authority->old_issuer_keys, authority->old_issuer_count);
     free_cert_array(authority->old_roots, authority->old_root_count);
     free(authority->old_root_retire_ms);
+    EVP_PKEY_free(authority->p256_parameters);
+    EVP_PKEY_free(authority->p384_parameters);
+    X509_EXTENSION_free(authority->leaf_basic_constraints);
+    X509_EXTENSION_free(authority->leaf_key_usage);
+    X509_EXTENSION_free(authority->leaf_key_usage_rsa);
+    X509_EXTENSION_free(authority->leaf_extended_key_usage);
+    free(authority->issuer_pem);
+    free(authority->bundle_pem);
     free(authority->directory);
     free(authority->trust_domain);
     free(authority);
@@ -1928,6 +2284,20 @@ int ca_open(const ca_options *options, ca **out, char *error, size_t error_size)
         ca_close(authority);
         return -1;
     }
+    authority->p256_parameters = curve_parameters("P-256");
+    authority->p384_parameters = curve_parameters("P-384");
+    authority->leaf_basic_constraints = make_extension(NID_basic_constraints, "critical,CA:FALSE");
+    authority->leaf_key_usage = make_extension(NID_key_usage, "critical,digitalSignature");
+    authority->leaf_key_usage_rsa =
+        make_extension(NID_key_usage, "critical,digitalSignature,keyEncipherment");
+    authority->leaf_extended_key_usage = make_extension(NID_ext_key_usage, "serverAuth,clientAuth");
+    if (authority->p256_parameters == NULL || authority->p384_parameters == NULL ||
+        authority->leaf_basic_constraints == NULL || authority->leaf_key_usage == NULL ||
+        authority->leaf_key_usage_rsa == NULL || authority->leaf_extended_key_usage == NULL) {
+        set_error(error, error_size, "cannot set up the curves and leaf extensions");
+        ca_close(authority);
+        return -1;
+    }
     /* Finish a committed change interrupted by a crash, or drop an uncommitted one. */
     char *journal_path = path_join(authority->directory, FILE_JOURNAL, "");
     if (journal_path == NULL) {
@@ -1956,6 +2326,7 @@ int ca_open(const ca_options *options, ca **out, char *error, size_t error_size)
         ca_close(authority);
         return -1;
     }
+    authority->issuer_pem = cert_to_pem(authority->issuer);
     *out = authority;
     return 0;
 }
@@ -2013,6 +2384,10 @@ static int adopt_state(ca *authority, ca_state *state)
     authority->root_key = state->root_key;
     authority->issuer = state->issuer;
     authority->issuer_key = state->issuer_key;
+    free(authority->issuer_pem);
+    authority->issuer_pem = cert_to_pem(authority->issuer);
+    free(authority->bundle_pem); /* the roots may have changed */
+    authority->bundle_pem = NULL;
     authority->old_issuers = state->old_issuers;
     authority->old_issuer_keys = state->old_issuer_keys;
     authority->old_issuer_count = state->old_issuer_count;

@@ -63,13 +63,14 @@ void ca_close(ca *authority);
 const char *ca_trust_domain(const ca *authority);
 
 /* Signs a workload CSR. The CSR's signature must verify, its key be ECDSA
- * P-256/P-384 or RSA >= 2048, and it must carry exactly one SAN: a URI that is
- * a SPIFFE ID of this trust domain, equal to expected_identity unless that is
- * NULL. ttl_s 0 means 24 h; otherwise it must be within [300 s, 30 days]. The
- * leaf never outlives the issuer (not_after is cut at the issuer's).
- * *chain_pem (leaf PEM then issuer PEM) is a new string the caller frees;
- * record gets serial (lower-case hex), identity and validity, and the caller
- * releases it with model_certificate_clear. */
+ * P-256/P-384 (named curves; explicit curve parameters are refused) or RSA >=
+ * 2048, and it must carry exactly one SAN: a URI that is a SPIFFE ID of this
+ * trust domain, equal to expected_identity unless that is NULL. ttl_s 0 means
+ * 24 h; otherwise it must be within [300 s, 30 days]. The leaf never
+ * outlives the issuer (not_after is cut at the issuer's). *chain_pem (leaf PEM
+ * then issuer PEM) is a new string the caller frees; record gets serial
+ * (lower-case hex), identity and validity, and the caller releases it with
+ * model_certificate_clear. */
 int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identity, uint32_t ttl_s,
                 int64_t now_ms, char **chain_pem, model_certificate *record, char *error,
                 size_t error_size);

@@ -48,7 +48,7 @@ grpc_server_credentials *ca_service_credentials(ca_service *service);
  * call before grpc_server_start. */
 void ca_service_attach(ca_service *service, grpc_server *server);
 
-/* After the server started: answers CreateCertificate on its own thread.
+/* After the server started: answers CreateCertificate on its own threads.
  * Returns 0, or -1 with the reason. */
 int ca_service_begin(ca_service *service, char *error, size_t error_size);
 
