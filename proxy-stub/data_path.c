@@ -121,6 +121,9 @@ struct downstream {
     char peer[64];
     char listener_name[128];
     request_state state;
+    /* The latest snapshot that had this connection's listener (a reference):
+     * when the listener is removed, the connection drains on it. */
+    proxy_config *listener_config;
     /* The request in flight. */
     proxy_config *config; /* reference held while a request is in flight */
     upstream *server;
@@ -452,6 +455,7 @@ static void downstream_close(downstream *client)
 
 static void downstream_free(downstream *client)
 {
+    proxy_config_release(client->listener_config);
     if (client->timeout != NULL)
         event_free(client->timeout);
     http_codec_free(client->codec);
@@ -974,17 +978,23 @@ static void start_request(downstream *client, const http_head *head)
     client->start_us = now_us();
     client->head_request = head->is_head_method;
     client->close_after_response = !head->keep_alive;
-    client->config = self->config != NULL ? proxy_config_retain(self->config) : NULL;
-    if (client->config == NULL) {
-        local_reply(client, 503, PROXY_REPLY_NOT_READY, "no configuration yet");
-        return;
-    }
+    proxy_config *config = self->config;
     const proxy_listener *listener =
-        proxy_config_find_listener(client->config, client->listener_name);
-    if (listener == NULL) {
-        /* The listener was removed: answer, then close (it drains). */
+        config != NULL ? proxy_config_find_listener(config, client->listener_name) : NULL;
+    if (listener != NULL && config != client->listener_config) {
+        proxy_config_release(client->listener_config);
+        client->listener_config = proxy_config_retain(config);
+    } else if (listener == NULL && client->listener_config != NULL) {
+        /* The listener was removed: the connection drains. Its requests are
+         * served on the last snapshot that had the listener, each answered
+         * with "connection: close". */
+        config = client->listener_config;
+        listener = proxy_config_find_listener(config, client->listener_name);
         client->close_after_response = true;
-        local_reply(client, 503, PROXY_REPLY_NOT_READY, "listener draining");
+    }
+    client->config = config != NULL ? proxy_config_retain(config) : NULL;
+    if (listener == NULL) {
+        local_reply(client, 503, PROXY_REPLY_NOT_READY, "no configuration yet");
         return;
     }
     if (head->upgrade) {
@@ -1206,6 +1216,8 @@ static void accept_connection(struct evconnlistener *listener, evutil_socket_t f
         return;
     }
     snprintf(client->listener_name, sizeof(client->listener_name), "%s", socket_entry->name);
+    if (self->config != NULL)
+        client->listener_config = proxy_config_retain(self->config);
     if (address->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)address)->sin_addr, client->peer,
                   sizeof(client->peer));
