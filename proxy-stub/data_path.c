@@ -51,9 +51,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HIGH_WATER                 (256 * 1024)
-#define LOW_WATER                  (64 * 1024)
-#define READ_SIZE                  16384
+#define HIGH_WATER (256 * 1024)
+#define LOW_WATER  (64 * 1024)
+/* A read asks for SMALL_READ bytes (a request or response head fits) and,
+ * after a read that filled its space (a body is streaming), for LARGE_READ:
+ * idle keep-alive connections then hold no large buffers. */
+#define SMALL_READ                 4096
+#define LARGE_READ                 65536
 #define MAX_IDLE_PER_ENDPOINT      256
 #define POOL_BUCKETS               256 /* power of two */
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
@@ -71,6 +75,7 @@ typedef struct socket_io {
     bool unread;      /* the kernel may hold bytes not read yet */
     bool peer_closed; /* a read returned end of file */
     bool failed;      /* a read or a write failed */
+    bool streaming;   /* the last read filled its space: read large */
 } socket_io;
 
 /* One listening socket of one worker. */
@@ -331,7 +336,8 @@ static void socket_io_read(socket_io *io, size_t limit)
     while (io->unread && !io->peer_closed && !io->failed &&
            evbuffer_get_length(io->input) < limit) {
         struct evbuffer_iovec space[2];
-        int count = evbuffer_reserve_space(io->input, READ_SIZE, space, 2);
+        int count =
+            evbuffer_reserve_space(io->input, io->streaming ? LARGE_READ : SMALL_READ, space, 2);
         if (count <= 0) {
             io->failed = true;
             return;
@@ -370,6 +376,7 @@ static void socket_io_read(socket_io *io, size_t limit)
             left -= space[used].iov_len;
         }
         evbuffer_commit_space(io->input, space, used);
+        io->streaming = (size_t)got == reserved;
         /* A short read emptied the socket: the next bytes bring a new edge. */
         if ((size_t)got < reserved)
             io->unread = false;
@@ -852,7 +859,7 @@ static void upstream_progress(upstream *server)
         }
     }
     if (server->client == NULL) { /* idle in the pool: any byte or close ends it */
-        socket_io_read(io, READ_SIZE);
+        socket_io_read(io, SMALL_READ);
         if (evbuffer_get_length(io->input) > 0 || io->peer_closed || io->failed)
             upstream_destroy(server);
         return;
