@@ -29,8 +29,9 @@
  * text; a trailer section has the same limit.
  *
  * Ownership: the codec owns its parser, its head text buffer (allocated once
- * at HEAD_TEXT_INITIAL, grown up to HTTP_CODEC_MAX_HEAD, never shrunk) and the
- * http_head it hands out. Input is only read during the call. Nothing is
+ * at HEAD_TEXT_INITIAL, grown up to HTTP_CODEC_MAX_HEAD, never shrunk), its
+ * field arrays (likewise, up to HTTP_CODEC_MAX_HEADERS) and the http_head it
+ * hands out. Input is only read during the call. Nothing is
  * allocated per message once the text buffer has grown.
  */
 #include "http_codec.h"
@@ -40,7 +41,11 @@
 #include <string.h>
 #include <strings.h>
 
-#define HEAD_TEXT_INITIAL   4096
+/* A head's text buffer and field arrays start small (a typical head is a
+ * few hundred bytes and a dozen fields: an idle keep-alive connection costs
+ * about 2 KiB of codec) and grow to the limits when a message needs it. */
+#define HEAD_TEXT_INITIAL   1024
+#define HEADERS_INITIAL     16
 #define CHUNK_SIZE_LINE_MAX 4096 /* size, extensions and CRLF */
 
 /* Where a codec is in its stream. */
@@ -130,8 +135,9 @@ struct http_codec {
     text_span target;
     text_span reason;
     size_t header_count;
-    header_spans spans[HTTP_CODEC_MAX_HEADERS];
-    http_header headers[HTTP_CODEC_MAX_HEADERS];
+    size_t header_capacity; /* of both arrays, up to HTTP_CODEC_MAX_HEADERS */
+    header_spans *spans;    /* owned */
+    http_header *headers;   /* owned */
     http_head head;
 
     int error_status;
@@ -308,12 +314,36 @@ static int on_status(http_parser *parser, const char *at, size_t length)
     return append_to_span(codec, &codec->reason, at, length) ? 0 : -1;
 }
 
+/* Doubles the field arrays (up to HTTP_CODEC_MAX_HEADERS). False when out
+ * of memory. */
+static bool grow_headers(http_codec *codec)
+{
+    size_t capacity = codec->header_capacity * 2;
+    if (capacity > HTTP_CODEC_MAX_HEADERS)
+        capacity = HTTP_CODEC_MAX_HEADERS;
+    header_spans *spans = realloc(codec->spans, capacity * sizeof(*spans));
+    if (spans == NULL)
+        return false;
+    codec->spans = spans;
+    http_header *headers = realloc(codec->headers, capacity * sizeof(*headers));
+    if (headers == NULL)
+        return false;
+    codec->headers = headers;
+    codec->head.headers = headers;
+    codec->header_capacity = capacity;
+    return true;
+}
+
 static int on_header_field(http_parser *parser, const char *at, size_t length)
 {
     http_codec *codec = parser->data;
     if (codec->last != PIECE_NAME) {
         if (codec->header_count == HTTP_CODEC_MAX_HEADERS) {
             set_error(codec, 431, "too many header fields");
+            return -1;
+        }
+        if (codec->header_count == codec->header_capacity && !grow_headers(codec)) {
+            set_error(codec, 500, "out of memory");
             return -1;
         }
         codec->spans[codec->header_count++] = (header_spans){{0, 0}, {0, 0}};
@@ -699,11 +729,14 @@ http_codec *http_codec_new(http_codec_kind kind)
     if (codec == NULL)
         return NULL;
     codec->text = malloc(HEAD_TEXT_INITIAL);
-    if (codec->text == NULL) {
-        free(codec);
+    codec->spans = malloc(HEADERS_INITIAL * sizeof(*codec->spans));
+    codec->headers = malloc(HEADERS_INITIAL * sizeof(*codec->headers));
+    if (codec->text == NULL || codec->spans == NULL || codec->headers == NULL) {
+        http_codec_free(codec);
         return NULL;
     }
     codec->text_capacity = HEAD_TEXT_INITIAL;
+    codec->header_capacity = HEADERS_INITIAL;
     codec->kind = kind;
     codec->head.headers = codec->headers;
     codec->head.content_length = -1;
@@ -716,6 +749,8 @@ void http_codec_free(http_codec *codec)
     if (codec == NULL)
         return;
     free(codec->text);
+    free(codec->spans);
+    free(codec->headers);
     free(codec);
 }
 

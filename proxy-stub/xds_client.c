@@ -283,9 +283,51 @@ static void free_resource(proxy_resource *resource)
     memset(resource, 0, sizeof(*resource));
 }
 
-static void remove_resource_at(proxy_resource_set *set, proxy_resource_type type, size_t index)
+/* A response is merged into the held set in place; the journal keeps what
+ * each step replaced, so that a response the builder refuses is undone
+ * (NACK) without the held set ever having been copied whole. */
+typedef struct journal_step {
+    proxy_resource_type type;
+    bool inserted;           /* a new resource named previous.name: undone by removing it */
+    proxy_resource previous; /* a removed or replaced resource's former contents (owned) */
+} journal_step;
+
+typedef struct journal {
+    journal_step *steps;
+    size_t count, capacity;
+} journal;
+
+/* Makes room for one more step before the change it records is made.
+ * Returns -1 when out of memory. */
+static int journal_reserve(journal *log)
 {
-    free_resource(&set->items[type][index]);
+    if (log->count < log->capacity)
+        return 0;
+    size_t capacity = log->capacity ? log->capacity * 2 : 16;
+    journal_step *steps = realloc(log->steps, capacity * sizeof(*steps));
+    if (steps == NULL)
+        return -1;
+    log->steps = steps;
+    log->capacity = capacity;
+    return 0;
+}
+
+/* Forgets the steps (the merge is kept): frees what they held. */
+static void journal_commit(journal *log)
+{
+    for (size_t i = 0; i < log->count; i++)
+        free_resource(&log->steps[i].previous);
+    free(log->steps);
+    memset(log, 0, sizeof(*log));
+}
+
+static void remove_resource_at(proxy_resource_set *set, proxy_resource_type type, size_t index,
+                               journal *log)
+{
+    if (log != NULL)
+        log->steps[log->count++] = (journal_step){type, false, set->items[type][index]};
+    else
+        free_resource(&set->items[type][index]);
     memmove(&set->items[type][index], &set->items[type][index + 1],
             (set->counts[type] - index - 1) * sizeof(proxy_resource));
     set->counts[type]--;
@@ -310,6 +352,43 @@ static int replace_contents(proxy_resource *resource, const char *version,
     resource->bytes = new_bytes;
     resource->length = value->len;
     return 0;
+}
+
+static int insert_resource_at(proxy_resource_set *set, proxy_resource_type type, size_t index,
+                              const char *name, const char *version,
+                              const ProtobufCBinaryData *value);
+
+/* Puts the held set back as it was before the journal's steps, newest
+ * first, and empties the journal. */
+static void journal_undo(journal *log, proxy_resource_set *set)
+{
+    while (log->count > 0) {
+        journal_step *step = &log->steps[--log->count];
+        bool found;
+        size_t index = find_resource(set, step->type, step->previous.name, &found);
+        if (step->inserted) {
+            if (found)
+                remove_resource_at(set, step->type, index, NULL);
+            free_resource(&step->previous);
+        } else if (found) { /* replaced: its former version and bytes come back */
+            proxy_resource *held = &set->items[step->type][index];
+            free(held->version);
+            free(held->bytes);
+            held->version = step->previous.version;
+            held->bytes = step->previous.bytes;
+            held->length = step->previous.length;
+            free(step->previous.name);
+        } else { /* removed: back in its place (the array still has the room: no
+                  * insertion follows a removal in a merge) */
+            proxy_resource *items = set->items[step->type];
+            memmove(&items[index + 1], &items[index],
+                    (set->counts[step->type] - index) * sizeof(proxy_resource));
+            items[index] = step->previous;
+            set->counts[step->type]++;
+        }
+    }
+    free(log->steps);
+    memset(log, 0, sizeof(*log));
 }
 
 static int insert_resource_at(proxy_resource_set *set, proxy_resource_type type, size_t index,
@@ -372,48 +451,75 @@ static int check_response(const delta_response *response, char *error, size_t er
     return result;
 }
 
-/* Merges a response of `type` into set: removals, then additions and
- * updates. *changed tells whether anything differs. Returns 0, or -1 with the
- * reason in error (set is then to be thrown away). */
+/* Merges a response of `type` into set: additions and updates, then
+ * removals (after them, so that undoing a removal always finds the room the
+ * resource had), each recorded in log. *changed tells whether anything differs.
+ * Returns 0, or -1 with the reason in error (the caller undoes the log). */
 static int merge_response(proxy_resource_set *set, proxy_resource_type type,
-                          const delta_response *response, bool *changed, char *error,
+                          const delta_response *response, bool *changed, journal *log, char *error,
                           size_t error_size)
 {
     *changed = false;
     if (check_response(response, error, error_size) != 0)
         return -1;
-    for (size_t i = 0; i < response->n_removed_resources; i++) {
-        bool found;
-        size_t index = find_resource(set, type, response->removed_resources[i], &found);
-        if (found) {
-            remove_resource_at(set, type, index);
-            *changed = true;
-        }
-    }
     for (size_t i = 0; i < response->n_resources; i++) {
         const discovery_resource *resource = response->resources[i];
         const char *version = resource->version ? resource->version : "";
         const ProtobufCBinaryData *value = &resource->resource->value;
         bool found;
         size_t index = find_resource(set, type, resource->name, &found);
-        int result = 0;
-        if (found) {
+        int result = journal_reserve(log);
+        if (result == 0 && found) {
             proxy_resource *held = &set->items[type][index];
             bool same = strcmp(held->version ? held->version : "", version) == 0 &&
                         held->length == value->len &&
                         (value->len == 0 || memcmp(held->bytes, value->data, value->len) == 0);
             if (!same) {
-                result = replace_contents(held, version, value);
+                /* The former contents go to the journal; new copies replace them. */
+                proxy_resource previous = {strdup(held->name), held->version, held->bytes,
+                                           held->length};
+                held->version = NULL;
+                held->bytes = NULL;
+                result = previous.name != NULL ? replace_contents(held, version, value) : -1;
+                if (result != 0) { /* put the former contents back */
+                    free(held->version);
+                    free(held->bytes);
+                    held->version = previous.version;
+                    held->bytes = previous.bytes;
+                    free(previous.name);
+                } else {
+                    log->steps[log->count++] = (journal_step){type, false, previous};
+                }
                 *changed = true;
             }
-        } else {
-            result = insert_resource_at(set, type, index, resource->name, version, value);
+        } else if (result == 0) {
+            char *name_copy = strdup(resource->name);
+            result = name_copy != NULL
+                         ? insert_resource_at(set, type, index, resource->name, version, value)
+                         : -1;
+            if (result == 0)
+                log->steps[log->count++] =
+                    (journal_step){type, true, (proxy_resource){name_copy, NULL, NULL, 0}};
+            else
+                free(name_copy);
             *changed = true;
         }
         if (result != 0) {
             say(error, error_size, "out of memory merging %s \"%s\"",
                 short_type(response->type_url), resource->name);
             return -1;
+        }
+    }
+    for (size_t i = 0; i < response->n_removed_resources; i++) {
+        bool found;
+        size_t index = find_resource(set, type, response->removed_resources[i], &found);
+        if (found) {
+            if (journal_reserve(log) != 0) {
+                say(error, error_size, "out of memory");
+                return -1;
+            }
+            remove_resource_at(set, type, index, log);
+            *changed = true;
         }
     }
     return 0;
@@ -484,13 +590,19 @@ static int wanted_names(const proxy_resource_set *set, name_set *clusters, name_
     return 0;
 }
 
-/* Drops the resources of `type` whose names are not in wanted. */
-static void keep_only(proxy_resource_set *set, proxy_resource_type type, const name_set *wanted)
+/* Drops the resources of `type` whose names are not in wanted, recording
+ * them in log. Returns -1 when out of memory. */
+static int keep_only(proxy_resource_set *set, proxy_resource_type type, const name_set *wanted,
+                     journal *log)
 {
     for (size_t i = set->counts[type]; i-- > 0;) {
-        if (!name_set_has(wanted, set->items[type][i].name))
-            remove_resource_at(set, type, i);
+        if (!name_set_has(wanted, set->items[type][i].name)) {
+            if (journal_reserve(log) != 0)
+                return -1;
+            remove_resource_at(set, type, i, log);
+        }
     }
+    return 0;
 }
 
 /* ---- status ---- */
@@ -789,50 +901,41 @@ static void handle_response(xds_client *client, const delta_response *response)
         note_nack(client, error);
         return;
     }
-    proxy_resource_set candidate;
+    /* Merged into the held set in place and undone if refused: the set is
+     * never copied whole (at 1,000 services a copy is ~750 KB). */
+    proxy_resource_set *held = &client->held;
+    journal log = {0};
     bool changed = false;
-    int result = 0;
-    if (proxy_resource_set_copy(&candidate, &client->held) != 0) {
-        memset(&candidate, 0, sizeof(candidate));
-        say(error, sizeof(error), "out of memory copying the resources held");
-        result = -1;
-    }
-    if (result == 0) {
-        sort_set(&candidate);
-        result = merge_response(&candidate, type, response, &changed, error, sizeof(error));
-    }
+    sort_set(held);
+    int result = merge_response(held, type, response, &changed, &log, error, sizeof(error));
     proxy_config *config = NULL;
     if (result == 0 && changed) {
         name_set clusters = {0}, routes = {0};
-        if (wanted_names(&candidate, &clusters, &routes) != 0) {
+        if (wanted_names(held, &clusters, &routes) != 0 ||
+            keep_only(held, PROXY_RESOURCE_ENDPOINT, &clusters, &log) != 0 ||
+            keep_only(held, PROXY_RESOURCE_ROUTE, &routes, &log) != 0) {
             say(error, sizeof(error), "out of memory");
             result = -1;
         } else {
-            keep_only(&candidate, PROXY_RESOURCE_ENDPOINT, &clusters);
-            keep_only(&candidate, PROXY_RESOURCE_ROUTE, &routes);
-            name_set_clear(&clusters);
-            name_set_clear(&routes);
-            config = proxy_config_build(&candidate, client->generation + 1, error, sizeof(error));
+            config = proxy_config_build(held, client->generation + 1, error, sizeof(error));
             if (config == NULL) {
                 if (error[0] == '\0')
                     say(error, sizeof(error), "the snapshot could not be built");
                 result = -1;
             }
         }
+        name_set_clear(&clusters);
+        name_set_clear(&routes);
     }
     if (result != 0) {
-        proxy_resource_set_clear(&candidate);
+        journal_undo(&log, held);
         answer(client, type_url, nonce, error);
         note_nack(client, error);
         return;
     }
-    if (changed) {
-        proxy_resource_set_clear(&client->held);
-        client->held = candidate;
+    journal_commit(&log);
+    if (changed)
         client->generation++;
-    } else {
-        proxy_resource_set_clear(&candidate);
-    }
     snprintf(client->versions.text[type], sizeof(client->versions.text[type]), "%s",
              response->system_version_info ? response->system_version_info : "");
     answer(client, type_url, nonce, NULL);
