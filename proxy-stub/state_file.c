@@ -7,10 +7,10 @@
 #include "state_file.h"
 
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "error_text.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,19 +27,6 @@
 
 typedef Envoy__Service__Discovery__V3__DeltaDiscoveryResponse delta_response;
 typedef Envoy__Service__Discovery__V3__Resource discovery_resource;
-
-static void say(char *error, size_t error_size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void say(char *error, size_t error_size, const char *format, ...)
-{
-    if (error == NULL || error_size == 0)
-        return;
-    va_list arguments;
-    va_start(arguments, format);
-    vsnprintf(error, error_size, format, arguments);
-    va_end(arguments);
-}
 
 /* ---- integers and the checksum ---- */
 
@@ -130,8 +117,9 @@ int state_file_encode(const proxy_resource_set *resources, const state_file_vers
         size_t size = pack_record((proxy_resource_type)type, resources,
                                   versions ? versions->text[type] : "", NULL);
         if (size == 0) {
-            say(error, error_size, "cannot encode the %s resources (too large or out of memory)",
-                proxy_resource_type_url((proxy_resource_type)type));
+            error_text(error, error_size,
+                       "cannot encode the %s resources (too large or out of memory)",
+                       proxy_resource_type_url((proxy_resource_type)type));
             return -1;
         }
         total += size;
@@ -139,7 +127,7 @@ int state_file_encode(const proxy_resource_set *resources, const state_file_vers
     }
     uint8_t *buffer = malloc(total);
     if (buffer == NULL) {
-        say(error, error_size, "out of memory encoding %zu bytes of saved state", total);
+        error_text(error, error_size, "out of memory encoding %zu bytes of saved state", total);
         return -1;
     }
     memcpy(buffer, MAGIC, MAGIC_LENGTH);
@@ -153,8 +141,8 @@ int state_file_encode(const proxy_resource_set *resources, const state_file_vers
                                   versions ? versions->text[type] : "", buffer + used);
         if (size == 0 || used + size > total - TRAILER_LENGTH) {
             free(buffer);
-            say(error, error_size, "cannot encode the %s resources (out of memory)",
-                proxy_resource_type_url((proxy_resource_type)type));
+            error_text(error, error_size, "cannot encode the %s resources (out of memory)",
+                       proxy_resource_type_url((proxy_resource_type)type));
             return -1;
         }
         used += size;
@@ -187,7 +175,7 @@ static int take_record(const delta_response *response, proxy_resource_type type,
     size_t count = response->n_resources;
     proxy_resource *items = calloc(count ? count : 1, sizeof(*items));
     if (items == NULL) {
-        say(error, error_size, "out of memory");
+        error_text(error, error_size, "out of memory");
         return -1;
     }
     out->items[type] = items;
@@ -195,14 +183,14 @@ static int take_record(const delta_response *response, proxy_resource_type type,
         const discovery_resource *resource = response->resources[i];
         const char *name = resource->name;
         if (name == NULL || name[0] == '\0') {
-            say(error, error_size, "a %s without a name", short_type(response->type_url));
+            error_text(error, error_size, "a %s without a name", short_type(response->type_url));
             return -1;
         }
         const Google__Protobuf__Any *any = resource->resource;
         if (any == NULL || any->type_url == NULL ||
             strcmp(any->type_url, response->type_url) != 0) {
-            say(error, error_size, "%s \"%s\" is not held as a %s", short_type(response->type_url),
-                name, response->type_url);
+            error_text(error, error_size, "%s \"%s\" is not held as a %s",
+                       short_type(response->type_url), name, response->type_url);
             return -1;
         }
         proxy_resource *item = &items[out->counts[type]];
@@ -212,7 +200,7 @@ static int take_record(const delta_response *response, proxy_resource_type type,
         item->length = any->value.len;
         out->counts[type]++; /* counted now: freed with the set on failure */
         if (item->name == NULL || item->version == NULL || item->bytes == NULL) {
-            say(error, error_size, "out of memory");
+            error_text(error, error_size, "out of memory");
             return -1;
         }
         if (any->value.len > 0)
@@ -222,8 +210,8 @@ static int take_record(const delta_response *response, proxy_resource_type type,
         qsort(items, count, sizeof(*items), compare_by_name);
     for (size_t i = 1; i < count; i++) {
         if (strcmp(items[i - 1].name, items[i].name) == 0) {
-            say(error, error_size, "%s \"%s\" is held twice", short_type(response->type_url),
-                items[i].name);
+            error_text(error, error_size, "%s \"%s\" is held twice", short_type(response->type_url),
+                       items[i].name);
             return -1;
         }
     }
@@ -235,29 +223,30 @@ static int decode_into(const uint8_t *data, size_t length, proxy_resource_set *o
                        state_file_versions *versions, char *error, size_t error_size)
 {
     if (length == 0) {
-        say(error, error_size, "empty (0 bytes)");
+        error_text(error, error_size, "empty (0 bytes)");
         return -1;
     }
     if (length < MAGIC_LENGTH || memcmp(data, MAGIC, MAGIC_LENGTH) != 0) {
-        say(error, error_size, "not an atrium-proxy state file (no \"%s\" magic)", MAGIC);
+        error_text(error, error_size, "not an atrium-proxy state file (no \"%s\" magic)", MAGIC);
         return -1;
     }
     if (length < HEADER_LENGTH + TRAILER_LENGTH) {
-        say(error, error_size, "truncated: %zu bytes, a state file has at least %d", length,
-            HEADER_LENGTH + TRAILER_LENGTH);
+        error_text(error, error_size, "truncated: %zu bytes, a state file has at least %d", length,
+                   HEADER_LENGTH + TRAILER_LENGTH);
         return -1;
     }
     uint32_t format = get_uint32(data + MAGIC_LENGTH);
     if (format != FORMAT_VERSION) {
-        say(error, error_size, "format version %u; this proxy reads version %d", format,
-            FORMAT_VERSION);
+        error_text(error, error_size, "format version %u; this proxy reads version %d", format,
+                   FORMAT_VERSION);
         return -1;
     }
     size_t body_end = length - TRAILER_LENGTH;
     uint32_t stored = get_uint32(data + body_end);
     uint32_t computed = crc32_of(data, body_end);
     if (stored != computed) {
-        say(error, error_size, "corrupt: checksum %08x, the contents give %08x", stored, computed);
+        error_text(error, error_size, "corrupt: checksum %08x, the contents give %08x", stored,
+                   computed);
         return -1;
     }
     uint32_t records = get_uint32(data + MAGIC_LENGTH + 4);
@@ -265,33 +254,34 @@ static int decode_into(const uint8_t *data, size_t length, proxy_resource_set *o
     bool seen[PROXY_RESOURCE_TYPE_COUNT] = {false};
     for (uint32_t record = 0; record < records; record++) {
         if (body_end - offset < 4) {
-            say(error, error_size, "corrupt: record %u of %u is missing", record + 1, records);
+            error_text(error, error_size, "corrupt: record %u of %u is missing", record + 1,
+                       records);
             return -1;
         }
         uint32_t size = get_uint32(data + offset);
         offset += 4;
         if (size > body_end - offset) {
-            say(error, error_size, "corrupt: record %u says %u bytes, %zu are left", record + 1,
-                size, body_end - offset);
+            error_text(error, error_size, "corrupt: record %u says %u bytes, %zu are left",
+                       record + 1, size, body_end - offset);
             return -1;
         }
         delta_response *response = envoy__service__discovery__v3__delta_discovery_response__unpack(
             NULL, size, data + offset);
         offset += size;
         if (response == NULL) {
-            say(error, error_size, "corrupt: record %u is not a DeltaDiscoveryResponse",
-                record + 1);
+            error_text(error, error_size, "corrupt: record %u is not a DeltaDiscoveryResponse",
+                       record + 1);
             return -1;
         }
         proxy_resource_type type;
         int result = 0;
         if (!proxy_resource_type_from_url(response->type_url, &type)) {
-            say(error, error_size, "record %u holds resources of type \"%s\"", record + 1,
-                response->type_url);
+            error_text(error, error_size, "record %u holds resources of type \"%s\"", record + 1,
+                       response->type_url);
             result = -1;
         } else if (seen[type]) {
-            say(error, error_size, "record %u holds %s a second time", record + 1,
-                response->type_url);
+            error_text(error, error_size, "record %u holds %s a second time", record + 1,
+                       response->type_url);
             result = -1;
         } else {
             seen[type] = true;
@@ -305,8 +295,8 @@ static int decode_into(const uint8_t *data, size_t length, proxy_resource_set *o
             return -1;
     }
     if (offset != body_end) {
-        say(error, error_size, "corrupt: %zu bytes after the last of %u records", body_end - offset,
-            records);
+        error_text(error, error_size, "corrupt: %zu bytes after the last of %u records",
+                   body_end - offset, records);
         return -1;
     }
     return 0;
@@ -373,12 +363,12 @@ int state_file_write(const char *path, const proxy_resource_set *resources,
     char temporary[4096];
     if ((size_t)snprintf(temporary, sizeof(temporary), "%s.tmp", path) >= sizeof(temporary)) {
         free(data);
-        say(error, error_size, "%s: path too long", path);
+        error_text(error, error_size, "%s: path too long", path);
         return -1;
     }
     int fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
-        say(error, error_size, "cannot create %s: %s", temporary, strerror(errno));
+        error_text(error, error_size, "cannot create %s: %s", temporary, strerror(errno));
         free(data);
         return -1;
     }
@@ -401,12 +391,12 @@ int state_file_write(const char *path, const proxy_resource_set *resources,
     }
     if (step != NULL) {
         unlink(temporary);
-        say(error, error_size, "cannot save %s (%s): %s", path, step, strerror(saved_errno));
+        error_text(error, error_size, "cannot save %s (%s): %s", path, step, strerror(saved_errno));
         return -1;
     }
     if (sync_directory(path) != 0) {
-        say(error, error_size, "saved %s, but the fsync of its directory failed: %s", path,
-            strerror(errno));
+        error_text(error, error_size, "saved %s, but the fsync of its directory failed: %s", path,
+                   strerror(errno));
         return -1;
     }
     return 0;
@@ -422,12 +412,13 @@ int state_file_read(const char *path, proxy_resource_set *out, state_file_versio
     if (fd < 0 && errno == ENOENT)
         return 0;
     if (fd < 0) {
-        say(error, error_size, "cannot open %s: %s", path, strerror(errno));
+        error_text(error, error_size, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
     struct stat info;
     if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || (size_t)info.st_size > MAX_FILE_BYTES) {
-        say(error, error_size, "%s: not a regular file of at most %zu bytes", path, MAX_FILE_BYTES);
+        error_text(error, error_size, "%s: not a regular file of at most %zu bytes", path,
+                   MAX_FILE_BYTES);
         close(fd);
         return -1;
     }
@@ -447,10 +438,10 @@ int state_file_read(const char *path, proxy_resource_set *out, state_file_versio
     }
     close(fd);
     if (data == NULL || got != length) {
-        say(error, error_size, "cannot read %s: %s", path,
-            data == NULL      ? "out of memory"
-            : read_errno != 0 ? strerror(read_errno)
-                              : "it ended early");
+        error_text(error, error_size, "cannot read %s: %s", path,
+                   data == NULL      ? "out of memory"
+                   : read_errno != 0 ? strerror(read_errno)
+                                     : "it ended early");
         free(data);
         return -1;
     }
@@ -458,7 +449,7 @@ int state_file_read(const char *path, proxy_resource_set *out, state_file_versio
     int result = state_file_decode(data, length, out, versions, reason, sizeof(reason));
     free(data);
     if (result != 0) {
-        say(error, error_size, "saved state %s refused: %s", path, reason);
+        error_text(error, error_size, "saved state %s refused: %s", path, reason);
         return -1;
     }
     return 1;

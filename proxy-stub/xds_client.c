@@ -27,6 +27,7 @@
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "error_text.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 #include "state_file.h"
@@ -39,7 +40,6 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,19 +198,6 @@ struct xds_client {
     pthread_mutex_t status_lock;
     xds_client_status status;
 };
-
-static void say(char *error, size_t error_size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void say(char *error, size_t error_size, const char *format, ...)
-{
-    if (error == NULL || error_size == 0)
-        return;
-    va_list arguments;
-    va_start(arguments, format);
-    vsnprintf(error, error_size, format, arguments);
-    va_end(arguments);
-}
 
 static gpr_timespec deadline_in_ms(int64_t milliseconds)
 {
@@ -417,7 +404,7 @@ static int check_response(const delta_response *response, char *error, size_t er
     const char *kind = short_type(response->type_url);
     const char **names = calloc(response->n_resources ? response->n_resources : 1, sizeof(char *));
     if (names == NULL) {
-        say(error, error_size, "out of memory");
+        error_text(error, error_size, "out of memory");
         return -1;
     }
     int result = 0;
@@ -425,15 +412,15 @@ static int check_response(const delta_response *response, char *error, size_t er
         const discovery_resource *resource = response->resources[i];
         const Google__Protobuf__Any *any = resource->resource;
         if (resource->name == NULL || resource->name[0] == '\0') {
-            say(error, error_size, "a %s without a name", kind);
+            error_text(error, error_size, "a %s without a name", kind);
             result = -1;
         } else if (any == NULL) {
-            say(error, error_size, "%s \"%s\": the Resource carries no resource", kind,
-                resource->name);
+            error_text(error, error_size, "%s \"%s\": the Resource carries no resource", kind,
+                       resource->name);
             result = -1;
         } else if (any->type_url == NULL || strcmp(any->type_url, response->type_url) != 0) {
-            say(error, error_size, "%s \"%s\": a \"%s\" in a response for %s", kind, resource->name,
-                any->type_url ? any->type_url : "", response->type_url);
+            error_text(error, error_size, "%s \"%s\": a \"%s\" in a response for %s", kind,
+                       resource->name, any->type_url ? any->type_url : "", response->type_url);
             result = -1;
         }
         names[i] = resource->name;
@@ -442,7 +429,7 @@ static int check_response(const delta_response *response, char *error, size_t er
         qsort(names, response->n_resources, sizeof(char *), compare_text);
         for (size_t i = 1; i < response->n_resources && result == 0; i++) {
             if (strcmp(names[i - 1], names[i]) == 0) {
-                say(error, error_size, "%s \"%s\" twice in one response", kind, names[i]);
+                error_text(error, error_size, "%s \"%s\" twice in one response", kind, names[i]);
                 result = -1;
             }
         }
@@ -505,8 +492,8 @@ static int merge_response(proxy_resource_set *set, proxy_resource_type type,
             *changed = true;
         }
         if (result != 0) {
-            say(error, error_size, "out of memory merging %s \"%s\"",
-                short_type(response->type_url), resource->name);
+            error_text(error, error_size, "out of memory merging %s \"%s\"",
+                       short_type(response->type_url), resource->name);
             return -1;
         }
     }
@@ -515,7 +502,7 @@ static int merge_response(proxy_resource_set *set, proxy_resource_type type,
         size_t index = find_resource(set, type, response->removed_resources[i], &found);
         if (found) {
             if (journal_reserve(log) != 0) {
-                say(error, error_size, "out of memory");
+                error_text(error, error_size, "out of memory");
                 return -1;
             }
             remove_resource_at(set, type, index, log);
@@ -895,8 +882,8 @@ static void handle_response(xds_client *client, const delta_response *response)
     char error[512] = "";
     proxy_resource_type type;
     if (!proxy_resource_type_from_url(type_url, &type)) {
-        say(error, sizeof(error), "a response of type \"%s\", which atrium-proxy does not use",
-            type_url);
+        error_text(error, sizeof(error),
+                   "a response of type \"%s\", which atrium-proxy does not use", type_url);
         answer(client, type_url, nonce, error);
         note_nack(client, error);
         return;
@@ -914,13 +901,13 @@ static void handle_response(xds_client *client, const delta_response *response)
         if (wanted_names(held, &clusters, &routes) != 0 ||
             keep_only(held, PROXY_RESOURCE_ENDPOINT, &clusters, &log) != 0 ||
             keep_only(held, PROXY_RESOURCE_ROUTE, &routes, &log) != 0) {
-            say(error, sizeof(error), "out of memory");
+            error_text(error, sizeof(error), "out of memory");
             result = -1;
         } else {
             config = proxy_config_build(held, client->generation + 1, error, sizeof(error));
             if (config == NULL) {
                 if (error[0] == '\0')
-                    say(error, sizeof(error), "the snapshot could not be built");
+                    error_text(error, sizeof(error), "the snapshot could not be built");
                 result = -1;
             }
         }
@@ -1286,11 +1273,11 @@ static int ensure_directory(const char *path, char *error, size_t error_size)
     if (stat(path, &info) == 0) {
         if (S_ISDIR(info.st_mode))
             return 0;
-        say(error, error_size, "state_dir %s is not a directory", path);
+        error_text(error, error_size, "state_dir %s is not a directory", path);
         return -1;
     }
     if (errno != ENOENT || mkdir(path, 0700) != 0) {
-        say(error, error_size, "cannot create state_dir %s: %s", path, strerror(errno));
+        error_text(error, error_size, "cannot create state_dir %s: %s", path, strerror(errno));
         return -1;
     }
     return 0;
@@ -1308,8 +1295,8 @@ static int load_saved_state(xds_client *client, char *error, size_t error_size)
     char reason[512] = "";
     proxy_config *config = proxy_config_build(&saved, 1, reason, sizeof(reason));
     if (config == NULL) {
-        say(error, error_size, "saved state %s cannot be applied: %s", client->state_path,
-            reason[0] ? reason : "the snapshot could not be built");
+        error_text(error, error_size, "saved state %s cannot be applied: %s", client->state_path,
+                   reason[0] ? reason : "the snapshot could not be built");
         proxy_resource_set_clear(&saved);
         return -1;
     }
@@ -1330,12 +1317,12 @@ xds_client *xds_client_start(const xds_client_options *options, xds_client_apply
 {
     if (options == NULL || options->target == NULL || options->target[0] == '\0' ||
         options->node_id == NULL || options->node_id[0] == '\0') {
-        say(error, error_size, "the xDS client needs a target and a node id");
+        error_text(error, error_size, "the xDS client needs a target and a node id");
         return NULL;
     }
     xds_client *client = calloc(1, sizeof(*client));
     if (client == NULL) {
-        say(error, error_size, "out of memory");
+        error_text(error, error_size, "out of memory");
         return NULL;
     }
     pthread_mutex_init(&client->status_lock, NULL);
@@ -1355,13 +1342,13 @@ xds_client *xds_client_start(const xds_client_options *options, xds_client_apply
         copy_text(&client->node_id, options->node_id) != 0 ||
         copy_text(&client->service, options->service) != 0 ||
         copy_text(&client->namespace_name, options->namespace_name) != 0) {
-        say(error, error_size, "out of memory");
+        error_text(error, error_size, "out of memory");
         goto failed;
     }
     if (options->state_dir != NULL && options->state_dir[0] != '\0') {
         size_t length = strlen(options->state_dir) + sizeof("/" STATE_FILE_NAME);
         if ((client->state_path = malloc(length)) == NULL) {
-            say(error, error_size, "out of memory");
+            error_text(error, error_size, "out of memory");
             goto failed;
         }
         snprintf(client->state_path, length, "%s/%s", options->state_dir, STATE_FILE_NAME);
@@ -1369,7 +1356,8 @@ xds_client *xds_client_start(const xds_client_options *options, xds_client_apply
     grpc_init();
     client->grpc_initialized = true;
     if (!target_is_usable(client->target)) {
-        say(error, error_size, "xDS target \"%s\" is not an address gRPC can use", client->target);
+        error_text(error, error_size, "xDS target \"%s\" is not an address gRPC can use",
+                   client->target);
         goto failed;
     }
     client->queue = grpc_completion_queue_create_for_next(NULL);
@@ -1377,7 +1365,7 @@ xds_client *xds_client_start(const xds_client_options *options, xds_client_apply
     client->wake_channel = grpc_channel_create(WAKE_TARGET, credentials, NULL);
     grpc_channel_credentials_release(credentials);
     if (client->queue == NULL || client->wake_channel == NULL) {
-        say(error, error_size, "cannot create the gRPC completion queue or wake channel");
+        error_text(error, error_size, "cannot create the gRPC completion queue or wake channel");
         goto failed;
     }
     if (client->state_path != NULL &&
@@ -1387,7 +1375,7 @@ xds_client *xds_client_start(const xds_client_options *options, xds_client_apply
     client->reconnect_at_ms = clock_monotonic_ms(); /* connect at once */
     int failure = pthread_create(&client->thread, NULL, run, client);
     if (failure != 0) {
-        say(error, error_size, "cannot start the xDS client thread: %s", strerror(failure));
+        error_text(error, error_size, "cannot start the xDS client thread: %s", strerror(failure));
         goto failed;
     }
     client->thread_started = true;

@@ -6,11 +6,12 @@
  */
 #include "atriumd_fixture.h"
 
+#include "error_text.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,19 +147,6 @@ static bool valid_port(int port)
     return port > 0 && port <= 65535;
 }
 
-static void say(char *error, size_t error_size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void say(char *error, size_t error_size, const char *format, ...)
-{
-    if (error == NULL || error_size == 0)
-        return;
-    va_list arguments;
-    va_start(arguments, format);
-    vsnprintf(error, error_size, format, arguments);
-    va_end(arguments);
-}
-
 /* Forks and execs atriumd with stderr to log_fd; 0 or -1 (with a message). */
 static int spawn(atriumd_fixture *fixture, const char *atriumd_path, int log_fd, char *error,
                  size_t error_size)
@@ -166,7 +154,7 @@ static int spawn(atriumd_fixture *fixture, const char *atriumd_path, int log_fd,
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
-        say(error, error_size, "fork: %s", strerror(errno));
+        error_text(error, error_size, "fork: %s", strerror(errno));
         return -1;
     }
     if (pid == 0) {
@@ -185,7 +173,7 @@ static int spawn(atriumd_fixture *fixture, const char *atriumd_path, int log_fd,
     }
     fixture->pid = pid;
     if (!remember(pid)) {
-        say(error, error_size, "more than %d atriumd processes at once", MAX_RUNNING);
+        error_text(error, error_size, "more than %d atriumd processes at once", MAX_RUNNING);
         return -1;
     }
     return 0;
@@ -211,15 +199,15 @@ static int wait_until_ready(atriumd_fixture *fixture, char *error, size_t error_
         if (waitpid(fixture->pid, &status, WNOHANG) == fixture->pid) {
             forget(fixture->pid);
             fixture->pid = 0;
-            say(error, error_size, "atriumd exited before it was ready");
+            error_text(error, error_size, "atriumd exited before it was ready");
             atriumd_fixture_print_log(fixture);
             return -1;
         }
         sleep_ms(POLL_MS);
     }
     if (!valid_port(fixture->rest_port) || !valid_port(fixture->xds_port)) {
-        say(error, error_size, "atriumd did not log ready and both ports within %d ms",
-            START_TIMEOUT_MS);
+        error_text(error, error_size, "atriumd did not log ready and both ports within %d ms",
+                   START_TIMEOUT_MS);
         atriumd_fixture_print_log(fixture);
         return -1;
     }
@@ -236,8 +224,8 @@ static int read_token(atriumd_fixture *fixture, char *error, size_t error_size)
         fclose(file);
     fixture->token[got] = '\0';
     if (got != ATRIUMD_FIXTURE_TOKEN_LENGTH) {
-        say(error, error_size, "cannot read a %d-character token from %s",
-            ATRIUMD_FIXTURE_TOKEN_LENGTH, token_path);
+        error_text(error, error_size, "cannot read a %d-character token from %s",
+                   ATRIUMD_FIXTURE_TOKEN_LENGTH, token_path);
         return -1;
     }
     return 0;
@@ -249,14 +237,14 @@ int atriumd_fixture_start(atriumd_fixture *out, const char *atriumd_path, const 
     memset(out, 0, sizeof(*out));
     snprintf(out->data_dir, sizeof(out->data_dir), "/tmp/atrium-%s-XXXXXX", name);
     if (mkdtemp(out->data_dir) == NULL) {
-        say(error, error_size, "mkdtemp %s: %s", out->data_dir, strerror(errno));
+        error_text(error, error_size, "mkdtemp %s: %s", out->data_dir, strerror(errno));
         out->data_dir[0] = '\0';
         return -1;
     }
     snprintf(out->log_path, sizeof(out->log_path), "%s/atriumd.stderr", out->data_dir);
     int log_fd = open(out->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (log_fd < 0) {
-        say(error, error_size, "cannot create %s: %s", out->log_path, strerror(errno));
+        error_text(error, error_size, "cannot create %s: %s", out->log_path, strerror(errno));
         remove_data_dir(out);
         return -1;
     }
