@@ -142,7 +142,10 @@ struct downstream {
     bool retried;
     uint64_t start_us;
     int status;
-    struct evbuffer *head_copy; /* the request head, kept for one retry on a stale connection */
+    /* The request head, kept for one retry when a pooled connection turns
+     * out closed (0: no retry possible). */
+    char retry_head[1024];
+    size_t retry_head_length;
     struct event *timeout;
     bool closing;                /* flushing a last response, then closing */
     bool closed;                 /* waiting for the reaper */
@@ -274,6 +277,7 @@ static const char *status_reason(int status)
 typedef struct head_writer {
     struct evbuffer *out;
     size_t used;
+    bool spilled; /* part of the head went to out already */
     char bytes[4096];
 } head_writer;
 
@@ -282,6 +286,7 @@ static void head_put(head_writer *writer, const char *data, size_t length)
     if (writer->used + length > sizeof(writer->bytes)) {
         evbuffer_add(writer->out, writer->bytes, writer->used);
         writer->used = 0;
+        writer->spilled = true;
         if (length > sizeof(writer->bytes)) {
             evbuffer_add(writer->out, data, length);
             return;
@@ -475,8 +480,7 @@ static void finish_request(downstream *client)
     client->response_started = false;
     client->retried = false;
     client->status = 0;
-    if (client->head_copy != NULL)
-        evbuffer_drain(client->head_copy, evbuffer_get_length(client->head_copy));
+    client->retry_head_length = 0;
 }
 
 /* Closes the connection now; the reaper frees it after this callback. */
@@ -511,8 +515,6 @@ static void downstream_free(downstream *client)
     if (client->timeout != NULL)
         event_free(client->timeout);
     http_codec_free(client->codec);
-    if (client->head_copy != NULL)
-        evbuffer_free(client->head_copy);
     free(client);
 }
 
@@ -729,7 +731,7 @@ static int retry_on_new_connection(downstream *client)
         return -1;
     client->retried = true;
     upstream_attach(client, server, reused);
-    evbuffer_add_buffer(server->io.output, client->head_copy);
+    evbuffer_add(server->io.output, client->retry_head, client->retry_head_length);
     return 0;
 }
 
@@ -791,7 +793,7 @@ static void upstream_ended(upstream *server)
         return;
     }
     if (server->reused && !client->retried && client->state == REQUEST_DONE &&
-        evbuffer_get_length(client->head_copy) > 0) {
+        client->retry_head_length > 0) {
         /* A pooled connection the endpoint had closed: once more, on a new one. */
         if (retry_on_new_connection(client) == 0)
             return;
@@ -840,7 +842,7 @@ static bool upstream_forward(upstream *server)
             }
             client->response_started = true;
             client->status = head->status;
-            evbuffer_drain(client->head_copy, evbuffer_get_length(client->head_copy));
+            client->retry_head_length = 0;
             if (head->has_body && head->content_length < 0 && !head->chunked)
                 client->close_after_response = true; /* delimited by the close */
             write_response_head(client, head);
@@ -965,15 +967,14 @@ static void write_request_id(head_writer *writer, worker *self)
     head_put(writer, "\r\n", 2);
 }
 
-/* Writes the rewritten request head to out. */
+/* Writes the rewritten request head into writer (not finished). */
 static void write_request_head(downstream *client, const http_head *head,
-                               const proxy_listener *listener, struct evbuffer *out)
+                               const proxy_listener *listener, head_writer *writer)
 {
-    head_writer writer = {.out = out};
-    head_put(&writer, head->method.data, head->method.length);
-    head_put(&writer, " ", 1);
-    head_put(&writer, head->target.data, head->target.length);
-    head_put(&writer, " HTTP/1.1\r\n", 11);
+    head_put(writer, head->method.data, head->method.length);
+    head_put(writer, " ", 1);
+    head_put(writer, head->target.data, head->target.length);
+    head_put(writer, " HTTP/1.1\r\n", 11);
     const http_text *forwarded_for = NULL;
     bool has_request_id = false;
     for (size_t i = 0; i < head->header_count; i++) {
@@ -987,19 +988,18 @@ static void write_request_head(downstream *client, const http_head *head,
         }
         if (name_is(name, "x-request-id", 12))
             has_request_id = true;
-        head_put_header(&writer, header);
+        head_put_header(writer, header);
     }
-    head_put(&writer, "x-forwarded-for: ", 17);
+    head_put(writer, "x-forwarded-for: ", 17);
     if (forwarded_for != NULL) {
-        head_put(&writer, forwarded_for->data, forwarded_for->length);
-        head_put(&writer, ", ", 2);
+        head_put(writer, forwarded_for->data, forwarded_for->length);
+        head_put(writer, ", ", 2);
     }
-    head_put_text(&writer, client->peer);
-    head_put(&writer, "\r\n", 2);
+    head_put_text(writer, client->peer);
+    head_put(writer, "\r\n", 2);
     if (!has_request_id && listener->generate_request_id)
-        write_request_id(&writer, client->owner);
-    head_put(&writer, "\r\n", 2);
-    head_finish(&writer);
+        write_request_id(writer, client->owner);
+    head_put(writer, "\r\n", 2);
 }
 
 static void request_timed_out(evutil_socket_t fd, short events, void *context)
@@ -1134,14 +1134,24 @@ static void start_request(downstream *client, const http_head *head)
     upstream_attach(client, server, reused);
     if (head->expect_continue && head->has_body)
         evbuffer_add(client->io.output, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    if (reused && !head->has_body) {
+    head_writer writer = {.out = server->io.output};
+    write_request_head(client, head, listener, &writer);
+    if (reused && !head->has_body && !writer.spilled && writer.used <= sizeof(client->retry_head)) {
         /* Kept for one retry in case this pooled connection was closed. */
-        write_request_head(client, head, listener, client->head_copy);
-        size_t length = evbuffer_get_length(client->head_copy);
-        evbuffer_add(server->io.output, evbuffer_pullup(client->head_copy, -1), length);
-    } else {
-        write_request_head(client, head, listener, server->io.output);
+        memcpy(client->retry_head, writer.bytes, writer.used);
+        client->retry_head_length = writer.used;
     }
+    size_t sent = 0;
+    if (!writer.spilled && server->connected && evbuffer_get_length(server->io.output) == 0) {
+        /* Nothing queued before it: the head leaves from the stack, without
+         * an evbuffer chain to allocate, fill and free. */
+        ssize_t wrote = raw_send(server->io.fd, writer.bytes, writer.used);
+        if (wrote > 0)
+            sent = (size_t)wrote;
+        else if (wrote < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            server->io.failed = true;
+    }
+    evbuffer_add(server->io.output, writer.bytes + sent, writer.used - sent);
     if (routed.route->timeout_ms > 0)
         evtimer_add(client->timeout, route_timeout(self, routed.route->timeout_ms));
 }
@@ -1296,9 +1306,8 @@ static void accept_connection(struct evconnlistener *listener, evutil_socket_t f
     client->owner = self;
     client->io.fd = -1;
     client->codec = http_codec_new(HTTP_CODEC_REQUEST);
-    client->head_copy = evbuffer_new();
     client->timeout = evtimer_new(self->base, request_timed_out, client);
-    if (client->codec == NULL || client->head_copy == NULL || client->timeout == NULL ||
+    if (client->codec == NULL || client->timeout == NULL ||
         socket_io_open(&client->io, self->base, fd, downstream_io, client) != 0) {
         if (client->io.fd < 0)
             close(fd);
