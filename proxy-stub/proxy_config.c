@@ -108,52 +108,6 @@ bool proxy_resource_type_from_url(const char *url, proxy_resource_type *out)
 
 /* ---- resource sets ---- */
 
-static char *copy_text(const char *text, bool *failed)
-{
-    if (text == NULL)
-        return NULL;
-    char *copy = strdup(text);
-    if (copy == NULL)
-        *failed = true;
-    return copy;
-}
-
-int proxy_resource_set_copy(proxy_resource_set *out, const proxy_resource_set *from)
-{
-    memset(out, 0, sizeof(*out));
-    for (int type = 0; type < PROXY_RESOURCE_TYPE_COUNT; type++) {
-        size_t count = from->counts[type];
-        if (count == 0)
-            continue;
-        out->items[type] = calloc(count, sizeof(proxy_resource));
-        if (out->items[type] == NULL) {
-            proxy_resource_set_clear(out);
-            return -1;
-        }
-        for (size_t i = 0; i < count; i++) {
-            const proxy_resource *source = &from->items[type][i];
-            proxy_resource *copy = &out->items[type][i];
-            out->counts[type] = i + 1; /* so a failure frees what is copied so far */
-            bool failed = false;
-            copy->name = copy_text(source->name, &failed);
-            copy->version = copy_text(source->version, &failed);
-            if (source->bytes != NULL) {
-                copy->bytes = malloc(source->length ? source->length : 1);
-                if (copy->bytes == NULL)
-                    failed = true;
-                else
-                    memcpy(copy->bytes, source->bytes, source->length);
-                copy->length = source->length;
-            }
-            if (failed) {
-                proxy_resource_set_clear(out);
-                return -1;
-            }
-        }
-    }
-    return 0;
-}
-
 void proxy_resource_set_clear(proxy_resource_set *set)
 {
     for (int type = 0; type < PROXY_RESOURCE_TYPE_COUNT; type++) {

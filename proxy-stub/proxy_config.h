@@ -200,8 +200,8 @@ const proxy_virtual_host *proxy_route_table_find_host(const proxy_route_table *t
  * cluster has none. Safe from several threads. */
 const proxy_endpoint *proxy_cluster_pick(proxy_cluster *cluster);
 
-/* Resource sets: deep copies and frees. */
-int proxy_resource_set_copy(proxy_resource_set *out, const proxy_resource_set *from);
+/* Frees every resource of a set (names, versions, bytes, the arrays) and
+ * empties it; an empty set is fine. */
 void proxy_resource_set_clear(proxy_resource_set *set);
 
 #endif
