@@ -194,9 +194,10 @@ struct worker {
 struct data_path {
     worker *workers;
     unsigned worker_count;
-    pthread_mutex_t lock; /* guards current and listener_errors */
+    pthread_mutex_t lock; /* guards current */
     proxy_config *current;
-    char listener_errors[1024];
+    data_path_listener_failure on_failure;
+    void *failure_context;
     atomic_bool stopping;
 };
 
@@ -1451,11 +1452,8 @@ static void worker_wake(evutil_socket_t fd, short events, void *context)
         malloc_trim(0);
     char errors[1024] = "";
     reconcile_listeners(self, errors, sizeof(errors));
-    if (self->index == 0) {
-        pthread_mutex_lock(&path->lock);
-        snprintf(path->listener_errors, sizeof(path->listener_errors), "%s", errors);
-        pthread_mutex_unlock(&path->lock);
-    }
+    if (self->index == 0 && errors[0] != '\0' && path->on_failure != NULL)
+        path->on_failure(errors, path->failure_context);
 }
 
 static void *worker_main(void *context)
@@ -1506,7 +1504,8 @@ static void worker_clear(worker *self)
         event_base_free(self->base);
 }
 
-data_path *data_path_start(unsigned worker_count, proxy_stats *stats, char *error,
+data_path *data_path_start(unsigned worker_count, proxy_stats *stats,
+                           data_path_listener_failure on_failure, void *context, char *error,
                            size_t error_size)
 {
     if (worker_count == 0) {
@@ -1527,6 +1526,8 @@ data_path *data_path_start(unsigned worker_count, proxy_stats *stats, char *erro
         return NULL;
     }
     pthread_mutex_init(&path->lock, NULL);
+    path->on_failure = on_failure;
+    path->failure_context = context;
     event_config_set_flag(settings, EVENT_BASE_FLAG_NOLOCK); /* one thread per loop */
     uint64_t seed = now_us() ^ ((uint64_t)getpid() << 32);
     for (unsigned i = 0; i < worker_count; i++) {
@@ -1593,13 +1594,6 @@ proxy_config *data_path_current(data_path *path)
     proxy_config *config = path->current != NULL ? proxy_config_retain(path->current) : NULL;
     pthread_mutex_unlock(&path->lock);
     return config;
-}
-
-void data_path_listener_errors(data_path *path, char *text, size_t size)
-{
-    pthread_mutex_lock(&path->lock);
-    snprintf(text, size, "%s", path->listener_errors);
-    pthread_mutex_unlock(&path->lock);
 }
 
 void data_path_stop(data_path *path)

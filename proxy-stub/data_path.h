@@ -21,10 +21,17 @@
 
 typedef struct data_path data_path; /* opaque */
 
+/* Told, on the first worker's thread, why listeners of an applied snapshot
+ * could not be opened ("outbound 127.0.0.1:15001: Address already in use",
+ * several joined by "; "). */
+typedef void (*data_path_listener_failure)(const char *reason, void *context);
+
 /* Starts worker_count workers (no listener until a snapshot is applied),
- * counting into stats (one shard per worker; stats outlives the data path).
+ * counting into stats (one shard per worker; stats outlives the data path);
+ * on_failure (may be NULL) hears of listeners that cannot be opened.
  * Returns NULL with the reason in error. Stop it with data_path_stop. */
-data_path *data_path_start(unsigned worker_count, proxy_stats *stats, char *error,
+data_path *data_path_start(unsigned worker_count, proxy_stats *stats,
+                           data_path_listener_failure on_failure, void *context, char *error,
                            size_t error_size);
 
 /* Makes config the current snapshot and tells every worker; takes over the
@@ -34,10 +41,6 @@ void data_path_apply(data_path *path, proxy_config *config);
 /* The current snapshot with a reference for the caller, or NULL before the
  * first one. Thread-safe. */
 proxy_config *data_path_current(data_path *path);
-
-/* Listeners that could not be opened by the last apply ("outbound
- * 127.0.0.1:15001: Address already in use"), or "" (copied into text). */
-void data_path_listener_errors(data_path *path, char *text, size_t size);
 
 /* Stops the workers, closes every connection and frees the data path. */
 void data_path_stop(data_path *path);

@@ -33,6 +33,13 @@ static void apply_config(proxy_config *config, void *context)
              (unsigned long long)generation, listeners, clusters);
 }
 
+/* A worker could not open listeners of the applied configuration. */
+static void listener_failure(const char *reason, void *context)
+{
+    (void)context;
+    log_error("listeners not opened: %s", reason);
+}
+
 static proxy_config *current_config(void *context)
 {
     proxy_runtime *runtime = context;
@@ -87,7 +94,8 @@ int main(int argc, char **argv)
         log_error("out of memory");
         return 1;
     }
-    runtime.path = data_path_start(options.workers, stats, error, sizeof(error));
+    runtime.path =
+        data_path_start(options.workers, stats, listener_failure, NULL, error, sizeof(error));
     if (runtime.path == NULL) {
         log_error("data path: %s", error);
         goto done;
