@@ -1757,8 +1757,7 @@ static store_status use_join_token(store *db, const uint8_t hash[MODEL_TOKEN_HAS
         sqlite3_bind_text(stmt, 1, token->id, -1, SQLITE_STATIC);
         status = step_write(db, stmt, NULL, "counting the token use", error);
     }
-    if (status == STORE_OK)
-        status = log_change(db, MODEL_KIND_JOIN_TOKEN, token->id, MODEL_CHANGE_PUT, error);
+    /* A use is state, not configuration: no change-log row (see store.h). */
     return status;
 }
 
@@ -1831,9 +1830,8 @@ static store_status insert_certificate(store *db, const model_certificate *certi
             set_error(error, STORE_CONFLICT, "serial", "serial %s is already recorded",
                       certificate->serial);
     }
-    if (status == STORE_OK)
-        status =
-            log_change(db, MODEL_KIND_CERTIFICATE, certificate->serial, MODEL_CHANGE_PUT, error);
+    /* Issuing changes no xDS resource (a revocation does: the CRL), so the
+     * record is written without a change-log row (see store.h). */
     return status;
 }
 

@@ -11,7 +11,10 @@
  * to the change log and advances the store revision; the function returns the
  * new revision. Proxy status (what was sent, ACKed and NACKed) is operational
  * telemetry, written in batches by the xDS server (store_save_proxies), and
- * neither advances the revision nor writes the change log.
+ * neither advances the revision nor writes the change log. Neither do issuing
+ * a certificate and using a join token: they are records of the CA's work and
+ * change no xDS resource (creating or revoking a token, and revoking a
+ * certificate, are configuration and are logged).
  *
  * Errors: every function returns a store_status; when `error` is not NULL it
  * receives a message and, for STORE_INVALID, the offending field. Read
