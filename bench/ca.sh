@@ -60,7 +60,7 @@ inproc_cpu_us=$(sed -n 's/^RESULT inproc .*cpu_us=\([0-9.]*\).*/\1/p' "$work/inp
 
 # 3. through gRPC.
 "$build/atriumd" --data-dir "$work/data" --rest-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 \
-  --tls-addr 127.0.0.1:0 2>"$work/atriumd.log" &
+  --tls-addr 127.0.0.1:0 ${ATRIUMD_EXTRA_ARGS:-} 2>"$work/atriumd.log" &
 pid=$!
 rest_port='' tls_port=''
 for _ in $(seq 1 200); do

@@ -140,6 +140,9 @@ typedef enum statement_id {
     SQL_BEGIN,
     SQL_COMMIT,
     SQL_ROLLBACK,
+    SQL_SAVEPOINT,
+    SQL_ROLLBACK_TO_SAVEPOINT,
+    SQL_RELEASE_SAVEPOINT,
     SQL_LAST_REVISION,
     SQL_META_GET,
     SQL_LOG_CHANGE,
@@ -210,6 +213,9 @@ static const char *const statement_sql[STATEMENT_COUNT] = {
     [SQL_BEGIN] = "BEGIN IMMEDIATE",
     [SQL_COMMIT] = "COMMIT",
     [SQL_ROLLBACK] = "ROLLBACK",
+    [SQL_SAVEPOINT] = "SAVEPOINT one_record",
+    [SQL_ROLLBACK_TO_SAVEPOINT] = "ROLLBACK TO one_record",
+    [SQL_RELEASE_SAVEPOINT] = "RELEASE one_record",
     [SQL_LAST_REVISION] = "SELECT max(revision) FROM change_log",
     [SQL_META_GET] = "SELECT value FROM store_meta WHERE key = ?1",
     [SQL_LOG_CHANGE] = "INSERT INTO change_log (revision, position, kind, key, op) "
@@ -339,6 +345,22 @@ struct store {
 
     pthread_mutex_t pool_lock;
 
+    /* The checkpointer thread and its connection (see checkpoints). */
+    connection checkpointer;
+    pthread_t checkpoint_thread;
+    bool checkpoint_running; /* set before the writer commits anything else */
+    pthread_mutex_t checkpoint_lock;
+    pthread_cond_t checkpoint_signal;
+    bool checkpoint_wanted, checkpoint_stopping;
+    _Atomic int wal_frames_copied; /* by the last checkpoint */
+    int wal_frames_seen;           /* by the last commit; guarded by write_lock */
+
+    /* Certificate records waiting for a group commit (see below). */
+    pthread_mutex_t group_lock;
+    pthread_cond_t group_finished;
+    struct certificate_request *group_head, *group_tail;
+    bool group_committing;
+
     store_commit_listener commit_listener; /* guarded by write_lock */
     void *commit_listener_context;
     connection *idle_readers[READER_POOL_MAX];
@@ -426,9 +448,71 @@ static void connection_close(connection *conn)
     memset(conn, 0, sizeof(*conn));
 }
 
+/* ---- checkpoints ---- */
+
+/* SQLite's default is to checkpoint inside the commit that takes the WAL past
+ * 1,000 pages: that commit copies the pages into the database file and waits
+ * for two fsyncs, with the write lock held, so every writer behind it waits
+ * too (a few milliseconds, a dozen times a second under a stream of
+ * certificate records). Here the commit only signals; a thread of the store
+ * runs the same PASSIVE checkpoint on its own connection while writers go on
+ * appending to the WAL. Should it fall far behind (a long-lived reader pins
+ * the WAL), the committing writer checkpoints itself, as SQLite would. */
+#define CHECKPOINT_PAGES        1000
+#define CHECKPOINT_INLINE_PAGES 20000
+
+/* sqlite3_wal_hook on the writer: after each commit, with the number of
+ * frames in the WAL. Writers append while the checkpointer copies, so its
+ * checkpoints end short of the WAL's end and the WAL starts over only after
+ * a quiet moment: what counts is the frames not yet copied. Runs under the
+ * write lock. */
+static int wal_committed(void *context, sqlite3 *handle, const char *name, int frames)
+{
+    store *db = context;
+    if (frames < db->wal_frames_seen) /* the WAL started over */
+        atomic_store(&db->wal_frames_copied, 0);
+    db->wal_frames_seen = frames;
+    int copied = atomic_load(&db->wal_frames_copied);
+    int pages = frames >= copied ? frames - copied : frames;
+    if (pages >= CHECKPOINT_INLINE_PAGES || !db->checkpoint_running) {
+        if (pages >= CHECKPOINT_PAGES)
+            sqlite3_wal_checkpoint_v2(handle, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    } else if (pages >= CHECKPOINT_PAGES) {
+        pthread_mutex_lock(&db->checkpoint_lock);
+        db->checkpoint_wanted = true;
+        pthread_cond_signal(&db->checkpoint_signal);
+        pthread_mutex_unlock(&db->checkpoint_lock);
+    }
+    return SQLITE_OK;
+}
+
+static void *run_checkpoints(void *context)
+{
+    store *db = context;
+    pthread_mutex_lock(&db->checkpoint_lock);
+    for (;;) {
+        while (!db->checkpoint_wanted && !db->checkpoint_stopping)
+            pthread_cond_wait(&db->checkpoint_signal, &db->checkpoint_lock);
+        if (db->checkpoint_stopping)
+            break;
+        db->checkpoint_wanted = false;
+        pthread_mutex_unlock(&db->checkpoint_lock);
+        /* A failure (busy, I/O) leaves the WAL as it is; the next signal
+         * tries again, and the data is safe in the WAL meanwhile. */
+        int frames = 0, copied = 0;
+        if (sqlite3_wal_checkpoint_v2(db->checkpointer.handle, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                                      &frames, &copied) == SQLITE_OK)
+            atomic_store(&db->wal_frames_copied, copied);
+        pthread_mutex_lock(&db->checkpoint_lock);
+    }
+    pthread_mutex_unlock(&db->checkpoint_lock);
+    return NULL;
+}
+
 typedef enum connection_role {
-    ROLE_WRITER, /* the one connection that writes; sets up WAL */
-    ROLE_READER, /* read-only, pooled */
+    ROLE_WRITER,       /* the one connection that writes; sets up WAL */
+    ROLE_READER,       /* read-only, pooled */
+    ROLE_CHECKPOINTER, /* copies the WAL into the database file (see below) */
 } connection_role;
 
 static store_status connection_open(store *db, connection *conn, connection_role role,
@@ -436,9 +520,10 @@ static store_status connection_open(store *db, connection *conn, connection_role
 {
     memset(conn, 0, sizeof(*conn));
     bool writer = role == ROLE_WRITER;
-    int flags =
-        SQLITE_OPEN_NOMUTEX |
-        (role == ROLE_READER ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    int flags = SQLITE_OPEN_NOMUTEX |
+                (role == ROLE_READER         ? SQLITE_OPEN_READONLY
+                 : role == ROLE_CHECKPOINTER ? SQLITE_OPEN_READWRITE
+                                             : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     int code = sqlite3_open_v2(db->path, &conn->handle, flags, NULL);
     if (code != SQLITE_OK) {
         store_status status = sqlite_failure(error, conn->handle, code, "opening the database");
@@ -456,6 +541,8 @@ static store_status connection_open(store *db, connection *conn, connection_role
         connection_close(conn);
         return status;
     }
+    if (writer) /* the checkpointer thread checkpoints, not the committing thread */
+        sqlite3_wal_hook(conn->handle, wal_committed, db);
     return STORE_OK;
 }
 
@@ -747,6 +834,10 @@ store_status store_open(const store_options *options, store **out, store_error *
     db->synchronous_full = options->synchronous_full;
     pthread_mutex_init(&db->write_lock, NULL);
     pthread_mutex_init(&db->pool_lock, NULL);
+    pthread_mutex_init(&db->group_lock, NULL);
+    pthread_cond_init(&db->group_finished, NULL);
+    pthread_mutex_init(&db->checkpoint_lock, NULL);
+    pthread_cond_init(&db->checkpoint_signal, NULL);
 
     store_status status = connection_open(db, &db->writer, ROLE_WRITER, error);
     if (status == STORE_OK)
@@ -754,6 +845,13 @@ store_status store_open(const store_options *options, store **out, store_error *
     int64_t revision = 0;
     if (status == STORE_OK)
         status = read_last_revision(db, &revision, error);
+    /* Without the checkpointer (it could not start), the writer checkpoints
+     * itself (wal_committed). */
+    if (status == STORE_OK &&
+        connection_open(db, &db->checkpointer, ROLE_CHECKPOINTER, NULL) == STORE_OK) {
+        db->checkpoint_running =
+            pthread_create(&db->checkpoint_thread, NULL, run_checkpoints, db) == 0;
+    }
     if (status != STORE_OK) {
         store_close(db);
         return status;
@@ -771,10 +869,24 @@ void store_close(store *db)
         connection_close(db->idle_readers[i]);
         free(db->idle_readers[i]);
     }
+    if (db->checkpoint_running) {
+        pthread_mutex_lock(&db->checkpoint_lock);
+        db->checkpoint_stopping = true;
+        pthread_cond_signal(&db->checkpoint_signal);
+        pthread_mutex_unlock(&db->checkpoint_lock);
+        pthread_join(db->checkpoint_thread, NULL);
+        db->checkpoint_running = false;
+    }
+    if (db->checkpointer.handle != NULL)
+        connection_close(&db->checkpointer);
     if (db->writer.handle != NULL)
         connection_close(&db->writer);
     pthread_mutex_destroy(&db->write_lock);
     pthread_mutex_destroy(&db->pool_lock);
+    pthread_mutex_destroy(&db->group_lock);
+    pthread_cond_destroy(&db->group_finished);
+    pthread_mutex_destroy(&db->checkpoint_lock);
+    pthread_cond_destroy(&db->checkpoint_signal);
     free(db->path);
     free(db);
 }
@@ -1835,16 +1947,128 @@ static store_status insert_certificate(store *db, const model_certificate *certi
     return status;
 }
 
+/* Issued certificates arrive from the CA's threads thousands of times a
+ * second, and a transaction of their own each would spend most of its time
+ * committing (WAL frames for the same few pages, file locks, and a checkpoint
+ * every thousand pages). So they are committed in groups: a caller that finds
+ * no group being committed becomes its leader, takes every record queued so
+ * far and writes them in one transaction, each inside its own savepoint, so a
+ * refused record (token used up, duplicate serial) undoes only itself. Callers
+ * arriving meanwhile queue up and wait; one of them leads the next group.
+ * Every caller returns once its own record is committed or refused, as with a
+ * transaction of its own. */
+typedef struct certificate_request {
+    const uint8_t *token_hash; /* NULL: no join token to use */
+    const char *namespace_name, *service;
+    int64_t now_ms;
+    const model_certificate *certificate;
+    store_status status;
+    store_error error;
+    bool done;
+    struct certificate_request *next;
+} certificate_request;
+
+/* Inside the group's transaction: one record, in a savepoint when it shares
+ * the transaction with others (alone, a refusal rolls back the transaction). */
+static store_status write_one_certificate(store *db, certificate_request *request, bool alone)
+{
+    store_status status =
+        alone ? STORE_OK : run_simple(&db->writer, SQL_SAVEPOINT, &request->error);
+    if (status != STORE_OK)
+        return status;
+    if (request->token_hash != NULL) {
+        model_join_token token;
+        status = use_join_token(db, request->token_hash, request->namespace_name, request->service,
+                                request->now_ms, &token, &request->error);
+        model_join_token_clear(&token);
+    }
+    if (status == STORE_OK)
+        status = insert_certificate(db, request->certificate, &request->error);
+    if (alone)
+        return status;
+    if (status != STORE_OK)
+        run_simple(&db->writer, SQL_ROLLBACK_TO_SAVEPOINT, NULL);
+    run_simple(&db->writer, SQL_RELEASE_SAVEPOINT, NULL);
+    return status;
+}
+
+/* The leader's work: one transaction for the whole group. */
+static void commit_certificate_group(store *db, certificate_request *group)
+{
+    store_error failure;
+    store_status status = write_begin(db, &failure);
+    bool any_written = false;
+    for (certificate_request *request = group; request != NULL; request = request->next) {
+        if (status != STORE_OK) { /* the transaction could not start */
+            request->status = status;
+            request->error = failure;
+        } else if (sqlite3_get_autocommit(db->writer.handle)) {
+            /* SQLite ended the transaction (an I/O error rolls back all of
+             * it): the rest fail, and the commit below fails the others. */
+            request->status = set_error(&request->error, STORE_IO, NULL,
+                                        "the group's transaction was rolled back");
+        } else {
+            request->status = write_one_certificate(db, request, group->next == NULL);
+            any_written = any_written || request->status == STORE_OK;
+        }
+    }
+    if (status != STORE_OK)
+        return; /* write_begin released the writer */
+    if (!any_written) {
+        write_end(db, STORE_CONFLICT, NULL, NULL); /* rolls back an empty transaction */
+        return;
+    }
+    status = write_end(db, STORE_OK, NULL, &failure);
+    for (certificate_request *request = group; request != NULL; request = request->next) {
+        if (request->status == STORE_OK && status != STORE_OK) {
+            request->status = status;
+            request->error = failure;
+        }
+    }
+}
+
+static store_status record_certificate(store *db, certificate_request *request, int64_t *revision,
+                                       store_error *error)
+{
+    request->status = check_certificate(request->certificate, &request->error);
+    if (request->status == STORE_OK) {
+        pthread_mutex_lock(&db->group_lock);
+        if (db->group_tail != NULL)
+            db->group_tail->next = request;
+        else
+            db->group_head = request;
+        db->group_tail = request;
+        while (!request->done && db->group_committing)
+            pthread_cond_wait(&db->group_finished, &db->group_lock);
+        if (!request->done) {
+            certificate_request *group = db->group_head;
+            db->group_head = db->group_tail = NULL;
+            db->group_committing = true;
+            pthread_mutex_unlock(&db->group_lock);
+            commit_certificate_group(db, group);
+            pthread_mutex_lock(&db->group_lock);
+            for (certificate_request *member = group; member != NULL;) {
+                certificate_request *next = member->next;
+                member->done = true; /* a waiter may return (and free it) from here on */
+                member = next;
+            }
+            db->group_committing = false;
+            pthread_cond_broadcast(&db->group_finished);
+        }
+        pthread_mutex_unlock(&db->group_lock);
+    }
+    if (request->status != STORE_OK && error != NULL)
+        *error = request->error;
+    if (request->status == STORE_OK && revision != NULL)
+        *revision = atomic_load(&db->revision);
+    return request->status;
+}
+
 store_status store_record_certificate(store *db, const model_certificate *certificate,
                                       int64_t *revision, store_error *error)
 {
-    store_status status = check_certificate(certificate, error);
-    if (status == STORE_OK)
-        status = write_begin(db, error);
-    if (status != STORE_OK)
-        return status;
-    status = insert_certificate(db, certificate, error);
-    return write_end(db, status, revision, error);
+    certificate_request request = {.certificate = certificate};
+    return record_certificate(db, &request, revision, error);
 }
 
 store_status store_record_certificate_with_join_token(store *db,
@@ -1854,17 +2078,12 @@ store_status store_record_certificate_with_join_token(store *db,
                                                       const model_certificate *certificate,
                                                       int64_t *revision, store_error *error)
 {
-    store_status status = check_certificate(certificate, error);
-    if (status == STORE_OK)
-        status = write_begin(db, error);
-    if (status != STORE_OK)
-        return status;
-    model_join_token token;
-    status = use_join_token(db, hash, namespace_name, service, now_ms, &token, error);
-    model_join_token_clear(&token);
-    if (status == STORE_OK)
-        status = insert_certificate(db, certificate, error);
-    return write_end(db, status, revision, error);
+    certificate_request request = {.token_hash = hash,
+                                   .namespace_name = namespace_name,
+                                   .service = service,
+                                   .now_ms = now_ms,
+                                   .certificate = certificate};
+    return record_certificate(db, &request, revision, error);
 }
 
 store_status store_list_certificates(store *db, const char *identity, model_certificate_list *out,

@@ -16,10 +16,13 @@
 #include "store.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- fixture ---------------------------------------------------------------- */
@@ -1373,6 +1376,116 @@ static void test_certificate_with_join_token(void **state)
     model_join_token_clear(&token);
 }
 
+/* Records from many threads at once are committed in groups; each one is
+ * still all-or-nothing on its own: a token admits exactly its uses however the
+ * records are grouped, and a record refused for a duplicate serial undoes its
+ * token use without touching the others in its group. */
+#define RECORDING_THREADS  8
+#define RECORDS_PER_THREAD 40
+#define TOKEN_USES_SHARED  150
+
+typedef struct recording_thread {
+    store *db;
+    const uint8_t *hash;
+    int index;
+    int recorded, used_up, duplicates, other;
+} recording_thread;
+
+static void *record_many(void *context)
+{
+    recording_thread *self = context;
+    for (int i = 0; i < RECORDS_PER_THREAD; i++) {
+        char serial[32];
+        /* Every fifth record repeats a serial this thread recorded already. */
+        int number = (i % 5 == 4 && i > 0) ? i - 4 : i;
+        snprintf(serial, sizeof serial, "%02x%04x", self->index, number);
+        model_certificate cert = {.serial = serial,
+                                  .identity = "spiffe://atrium.local/ns/default/sa/web",
+                                  .not_before_ms = 1000,
+                                  .not_after_ms = 2000};
+        store_error err;
+        store_status status = store_record_certificate_with_join_token(
+            self->db, self->hash, "default", "web", 1500, &cert, NULL, &err);
+        if (status == STORE_OK)
+            self->recorded++;
+        else if (status == STORE_CONFLICT && strcmp(err.field, "token") == 0)
+            self->used_up++;
+        else if (status == STORE_CONFLICT && strcmp(err.field, "serial") == 0)
+            self->duplicates++;
+        else
+            self->other++;
+    }
+    return NULL;
+}
+
+static void test_certificates_recorded_concurrently(void **state)
+{
+    fixture *f = *state;
+    store_error err;
+    put_service(f->db, "web");
+    model_join_token token;
+    make_token(&token, "tok-shared", 0x66, 100000, TOKEN_USES_SHARED);
+    assert_store_ok(store_create_join_token(f->db, &token, NULL, &err));
+
+    recording_thread threads[RECORDING_THREADS];
+    pthread_t ids[RECORDING_THREADS];
+    for (int t = 0; t < RECORDING_THREADS; t++) {
+        threads[t] = (recording_thread){.db = f->db, .hash = token.hash, .index = t};
+        assert_int_equal(pthread_create(&ids[t], NULL, record_many, &threads[t]), 0);
+    }
+    int recorded = 0, used_up = 0, duplicates = 0, other = 0;
+    for (int t = 0; t < RECORDING_THREADS; t++) {
+        pthread_join(ids[t], NULL);
+        recorded += threads[t].recorded;
+        used_up += threads[t].used_up;
+        duplicates += threads[t].duplicates;
+        other += threads[t].other;
+    }
+    assert_int_equal(other, 0);
+    assert_int_equal(recorded, TOKEN_USES_SHARED);
+    assert_int_equal(recorded + used_up + duplicates, RECORDING_THREADS * RECORDS_PER_THREAD);
+    assert_true(duplicates > 0);
+
+    /* The store agrees: as many records as uses counted, all of them. */
+    model_certificate_list list = {0};
+    assert_store_ok(store_list_certificates(f->db, NULL, &list, &err));
+    assert_int_equal(list.count, TOKEN_USES_SHARED);
+    model_certificate_list_free(&list);
+    model_join_token_list tokens = {0};
+    assert_store_ok(store_list_join_tokens(f->db, &tokens, &err));
+    assert_int_equal(tokens.count, 1);
+    assert_int_equal(tokens.items[0].uses, TOKEN_USES_SHARED);
+    model_join_token_list_free(&tokens);
+    model_join_token_clear(&token);
+}
+
+/* The WAL is copied into the database file by the store's checkpointer
+ * thread, while the store is open and without a commit doing it: the file
+ * grows once the WAL passes 1,000 pages. */
+static void test_checkpoints_in_background(void **state)
+{
+    fixture *f = *state;
+    struct stat before;
+    assert_int_equal(stat(f->path, &before), 0);
+    char identity[200];
+    snprintf(identity, sizeof identity, "spiffe://atrium.local/ns/default/sa/%0120d", 7);
+    for (int i = 0; i < 3000; i++) {
+        char serial[32];
+        snprintf(serial, sizeof serial, "%08x", i);
+        model_certificate cert = {
+            .serial = serial, .identity = identity, .not_before_ms = 1000, .not_after_ms = 2000};
+        store_error err;
+        assert_store_ok(store_record_certificate(f->db, &cert, NULL, &err));
+    }
+    struct stat after = before;
+    for (int i = 0; i < 500 && after.st_size <= before.st_size; i++) {
+        struct timespec pause = {0, 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        assert_int_equal(stat(f->path, &after), 0);
+    }
+    assert_true(after.st_size > before.st_size + 100 * 1024);
+}
+
 static void test_certificates(void **state)
 {
     fixture *f = *state;
@@ -2268,6 +2381,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_join_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_certificate_with_join_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_certificates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoints_in_background, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_certificates_recorded_concurrently, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proxies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_save_proxies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_save_proxies_invalid, setup, teardown),
