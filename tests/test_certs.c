@@ -23,6 +23,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -603,7 +604,17 @@ static void test_sign_csr(void **state)
     assert_int_equal(constraints->ca, 0);
     BASIC_CONSTRAINTS_free(constraints);
     assert_int_equal(X509_check_ca(leaf), 0);
-    assert_non_null(X509_get0_subject_key_id(leaf));
+    /* subjectKeyIdentifier: the SHA-1 of the key's bits (RFC 5280 method 1). */
+    const ASN1_OCTET_STRING *key_id = X509_get0_subject_key_id(leaf);
+    assert_non_null(key_id);
+    const unsigned char *key_bits = NULL;
+    int key_length = 0;
+    assert_int_equal(
+        X509_PUBKEY_get0_param(NULL, &key_bits, &key_length, NULL, X509_get_X509_PUBKEY(leaf)), 1);
+    unsigned char key_digest[SHA_DIGEST_LENGTH];
+    SHA1(key_bits, (size_t)key_length, key_digest);
+    assert_int_equal(ASN1_STRING_length(key_id), SHA_DIGEST_LENGTH);
+    assert_memory_equal(ASN1_STRING_get0_data(key_id), key_digest, SHA_DIGEST_LENGTH);
     assert_non_null(X509_get0_authority_key_id(leaf));
     /* Serial: 128-bit, lower-case hex, the certificate's. */
     assert_int_equal(strlen(record.serial), 32);
