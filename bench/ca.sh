@@ -5,9 +5,11 @@
 #      and signs the certificate;
 #   2. bench_ca in-process: ca_sign_csr in a loop on one thread;
 #   3. bench_ca through gRPC: CreateCertificate with a join token from
-#      CLIENTS concurrent clients, against a real atriumd that this script
-#      starts on 127.0.0.1 with a fresh data directory (and stops: only that
-#      pid, on exit).
+#      concurrent clients (each of the counts in CLIENTS in turn, default
+#      "4 8 16": a few workloads starting, then a rollout), against a real
+#      atriumd that this script starts on 127.0.0.1 with a fresh data
+#      directory (and stops: only that pid, on exit). ATRIUMD_EXTRA_ARGS are
+#      passed to it (e.g. "--synchronous full").
 # Prints the three figures with their share of the limit and whether the
 # target (>= 40 % of the limit) is met; asserts nothing. Bounded: fixed
 # durations, call counts and waits.
@@ -17,11 +19,11 @@
 # in-process rate per CPU-second of the signing thread, and the rate the
 # cores could sustain at the CPU atriumd and the load generator spent per
 # certificate (cores x 1 s / their CPU per certificate).
-#   bench/ca.sh [BUILD_DIR] [SECONDS] [CLIENTS]
+#   bench/ca.sh [BUILD_DIR] [SECONDS] ["CLIENTS ..."]
 set -euo pipefail
 build=${1:-build}
 seconds=${2:-5}
-clients=${3:-4}
+clients_list=${3:-4 8 16}
 target_pct=40
 work=$(mktemp -d /tmp/atrium-bench-ca-XXXXXX)
 pid=
@@ -80,13 +82,16 @@ curl -sf --max-time 5 -H "Authorization: Bearer $token" "http://127.0.0.1:$rest_
 grep -q 'BEGIN CERTIFICATE' "$work/roots.pem" || { echo "bench/ca: no roots in GET /v1/ca/bundle" >&2; exit 2; }
 
 grpc_status=0
-"$build/bench_ca" --inproc-seconds 0 --tls "127.0.0.1:$tls_port" --rest "127.0.0.1:$rest_port" \
-  --admin-token-file "$work/data/admin.token" --bundle-file "$work/roots.pem" \
-  --clients "$clients" --seconds "$seconds" --max-calls 200000 --pid "$pid" >"$work/grpc.txt" \
-  || grpc_status=$?
-grpc=$(sed -n 's/^RESULT grpc issued_per_s=\([0-9.]*\).*/\1/p' "$work/grpc.txt")
-server_us=$(sed -n 's/^RESULT grpc .*server_us_per_cert=\([0-9.-]*\).*/\1/p' "$work/grpc.txt")
-client_us=$(sed -n 's/^RESULT grpc .*client_us_per_cert=\([0-9.-]*\).*/\1/p' "$work/grpc.txt")
+results=() # "clients rate server_us client_us"
+for clients in $clients_list; do
+  status=0
+  "$build/bench_ca" --inproc-seconds 0 --tls "127.0.0.1:$tls_port" --rest "127.0.0.1:$rest_port" \
+    --admin-token-file "$work/data/admin.token" --bundle-file "$work/roots.pem" \
+    --clients "$clients" --seconds "$seconds" --max-calls 200000 --pid "$pid" >"$work/grpc-$clients.txt" \
+    || status=$?
+  [ "$status" -eq 0 ] || grpc_status=$status
+  results+=("$clients $(sed -n 's/^RESULT grpc issued_per_s=\([0-9.]*\).*server_us_per_cert=\([0-9.-]*\).*client_us_per_cert=\([0-9.-]*\).*/\1 \2 \3/p' "$work/grpc-$clients.txt")")
+done
 
 pct() { awk -v r="${1:-0}" -v l="$limit" 'BEGIN {printf "%5.1f %%", 100 * r / l}'; }
 verdict() { awk -v r="${1:-0}" -v l="$limit" -v t="$target_pct" 'BEGIN {print (100 * r / l >= t ? "met" : "NOT met")}'; }
@@ -96,20 +101,25 @@ printf 'openssl speed ecdsap256 (1 core):        sign %9.1f/s   verify %9.1f/s\n
 printf 'limit 1/(1/sign + 1/verify):             %9.1f/s   target >= %d %% = %.0f/s\n' \
   "$limit" "$target_pct" "$(awk -v l="$limit" -v t="$target_pct" 'BEGIN {print l * t / 100}')"
 grep -v '^RESULT' "$work/inproc.txt" | sed 's/^/  /'
-grep -v '^RESULT' "$work/grpc.txt" | sed 's/^/  /'
+for clients in $clients_list; do
+  grep -v '^RESULT' "$work/grpc-$clients.txt" | sed 's/^/  /'
+done
 printf 'in-process ca_sign_csr (1 thread):       %9.1f/s   %s of the limit   target %s\n' \
   "${inproc:-0}" "$(pct "$inproc")" "$(verdict "$inproc")"
-printf 'gRPC CreateCertificate (%2d clients):     %9.1f/s   %s of the limit   target %s\n' \
-  "$clients" "${grpc:-0}" "$(pct "$grpc")" "$(verdict "$grpc")"
 if [ -n "$inproc_cpu_us" ]; then
   per_cpu=$(awk -v u="$inproc_cpu_us" 'BEGIN {printf "%.1f", (u > 0 ? 1e6 / u : 0)}')
   printf '  (info) in-process per CPU-second:       %9.1f/s   %s of the limit\n' "$per_cpu" "$(pct "$per_cpu")"
 fi
-if [ -n "$server_us" ] && [ -n "$client_us" ] && awk -v s="$server_us" -v c="$client_us" 'BEGIN {exit !(s > 0 && c > 0)}'; then
-  capacity=$(awk -v s="$server_us" -v c="$client_us" -v n="$(nproc)" 'BEGIN {printf "%.1f", n * 1e6 / (s + c)}')
-  printf '  (info) gRPC, all %d cores busy:          %9.1f/s   %s of the limit (atriumd %s us + load generator %s us CPU per certificate)\n' \
-    "$(nproc)" "$capacity" "$(pct "$capacity")" "$server_us" "$client_us"
-fi
+for result in "${results[@]}"; do
+  read -r clients grpc server_us client_us <<<"$result"
+  printf 'gRPC CreateCertificate (%2d clients):     %9.1f/s   %s of the limit   target %s\n' \
+    "$clients" "${grpc:-0}" "$(pct "$grpc")" "$(verdict "$grpc")"
+  if [ -n "$server_us" ] && [ -n "$client_us" ] && awk -v s="$server_us" -v c="$client_us" 'BEGIN {exit !(s > 0 && c > 0)}'; then
+    capacity=$(awk -v s="$server_us" -v c="$client_us" -v n="$(nproc)" 'BEGIN {printf "%.1f", n * 1e6 / (s + c)}')
+    printf '  (info) all %d cores busy:                %9.1f/s   %s of the limit (atriumd %s us + load generator %s us CPU per certificate)\n' \
+      "$(nproc)" "$capacity" "$(pct "$capacity")" "$server_us" "$client_us"
+  fi
+done
 if [ "$grpc_status" -ne 0 ]; then
   echo "bench/ca: the gRPC part did not complete cleanly (exit $grpc_status); atriumd log tail:" >&2
   tail -n 20 "$work/atriumd.log" >&2
