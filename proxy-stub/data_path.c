@@ -434,6 +434,33 @@ static void socket_io_read(socket_io *io, size_t limit)
     }
 }
 
+/* One read into the caller's buffer instead of the input evbuffer, with the
+ * flags kept as socket_io_read keeps them. Returns the bytes read; 0 when
+ * none were (end of file, nothing there, or a failure: the flags say). */
+static size_t socket_io_read_into(socket_io *io, char *buffer, size_t size)
+{
+    for (;;) {
+        ssize_t got = raw_recv(io->fd, buffer, size);
+        if (got > 0) {
+            if ((size_t)got < size)
+                io->unread = false; /* a short read emptied the socket */
+            return (size_t)got;
+        }
+        if (got == 0) {
+            io->peer_closed = true;
+            io->unread = false;
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            io->unread = false;
+        else
+            io->failed = true;
+        return 0;
+    }
+}
+
 /* Writes what the socket takes; the rest waits for the write edge. */
 static void socket_io_flush(socket_io *io)
 {
@@ -738,9 +765,8 @@ static int retry_on_new_connection(downstream *client)
 
 /* Writes the response head downstream: the status line and the headers
  * without the hop-by-hop ones. */
-static void write_response_head(downstream *client, const http_head *head)
+static void write_response_head(downstream *client, const http_head *head, head_writer *writer)
 {
-    head_writer writer = {.out = client->io.output};
     int status = head->status >= 100 && head->status <= 999 ? head->status : 502;
     char status_line[13] = {'H',
                             'T',
@@ -755,16 +781,15 @@ static void write_response_head(downstream *client, const http_head *head)
                             (char)('0' + status / 10 % 10),
                             (char)('0' + status % 10),
                             ' '};
-    head_put(&writer, status_line, sizeof(status_line));
-    head_put(&writer, head->reason.data, head->reason.length);
-    head_put(&writer, "\r\n", 2);
+    head_put(writer, status_line, sizeof(status_line));
+    head_put(writer, head->reason.data, head->reason.length);
+    head_put(writer, "\r\n", 2);
     for (size_t i = 0; i < head->header_count; i++)
         if (!is_hop_by_hop(&head->headers[i].name))
-            head_put_header(&writer, &head->headers[i]);
+            head_put_header(writer, &head->headers[i]);
     if (client->close_after_response)
-        head_put(&writer, "connection: close\r\n", 19);
-    head_put(&writer, "\r\n", 2);
-    head_finish(&writer);
+        head_put(writer, "connection: close\r\n", 19);
+    head_put(writer, "\r\n", 2);
 }
 
 /* The upstream connection ended (closed, failed or timed out) while a
@@ -814,6 +839,59 @@ static void upstream_ended(upstream *server)
     }
 }
 
+/* A response head arrived (writer: where the client's bytes go). Returns
+ * true when the response had no body and so has ended. */
+static bool response_head_parsed(upstream *server, head_writer *writer)
+{
+    downstream *client = server->client;
+    const http_head *head = http_codec_head(server->codec);
+    if (head->status >= 100 && head->status < 200) {
+        /* An interim response: passed on; the final one follows. */
+        if (head->status != 101)
+            write_response_head(client, head, writer);
+        end_bodyless_message(server->codec);
+        return false;
+    }
+    client->response_started = true;
+    client->status = head->status;
+    client->retry_head_length = 0;
+    if (head->has_body && head->content_length < 0 && !head->chunked)
+        client->close_after_response = true; /* delimited by the close */
+    write_response_head(client, head, writer);
+    if (head->has_body)
+        return false;
+    end_bodyless_message(server->codec);
+    return true;
+}
+
+/* The response ended: the upstream connection goes back to its pool (or
+ * closes) and the client's request is complete. */
+static void response_ended(upstream *server)
+{
+    downstream *client = server->client;
+    bool keep = http_codec_head(server->codec)->keep_alive && client->state == REQUEST_DONE;
+    proxy_stats_endpoint_request(server->endpoint_stats, client->status >= 500);
+    client->server = NULL;
+    upstream_release(server, keep);
+    response_complete(client);
+}
+
+/* The upstream sent what is not HTTP: a 502 if nothing was passed on yet,
+ * else the client connection closes (nothing correct can follow). */
+static void response_malformed(upstream *server)
+{
+    downstream *client = server->client;
+    proxy_stats_endpoint_request(server->endpoint_stats, true);
+    if (!client->response_started) {
+        local_reply(client, 502, PROXY_REPLY_UPSTREAM_RESET, "upstream sent a malformed response");
+    } else {
+        client->server = NULL;
+        upstream_release(server, false);
+        finish_request(client);
+        client->closing = true;
+    }
+}
+
 /* Parses what the upstream sent and moves it downstream. Returns true when
  * the upstream is no longer attached to the client (released). */
 static bool upstream_forward(upstream *server)
@@ -832,25 +910,13 @@ static bool upstream_forward(upstream *server)
             evbuffer_drain(input, consumed);
             break;
         case HTTP_CODEC_HEAD: {
-            const http_head *head = http_codec_head(server->codec);
-            if (head->status >= 100 && head->status < 200) {
-                /* An interim response: passed on; the final one follows. */
-                if (head->status != 101)
-                    write_response_head(client, head);
-                evbuffer_drain(input, consumed);
-                end_bodyless_message(server->codec);
-                break;
-            }
-            client->response_started = true;
-            client->status = head->status;
-            client->retry_head_length = 0;
-            if (head->has_body && head->content_length < 0 && !head->chunked)
-                client->close_after_response = true; /* delimited by the close */
-            write_response_head(client, head);
+            head_writer writer = {.out = client->io.output};
+            bool ended = response_head_parsed(server, &writer);
+            head_finish(&writer);
             evbuffer_drain(input, consumed);
-            if (!head->has_body) {
-                end_bodyless_message(server->codec);
-                goto message_end;
+            if (ended) {
+                response_ended(server);
+                return true;
             }
             break;
         }
@@ -863,32 +929,76 @@ static bool upstream_forward(upstream *server)
             evbuffer_remove_buffer(input, client->io.output, consumed);
             if (!client->response_started)
                 break; /* the end of an interim response */
-            goto message_end;
+            response_ended(server);
+            return true;
         case HTTP_CODEC_ERROR:
         default:
-            proxy_stats_endpoint_request(server->endpoint_stats, true);
-            if (!client->response_started) {
-                local_reply(client, 502, PROXY_REPLY_UPSTREAM_RESET,
-                            "upstream sent a malformed response");
-            } else {
-                client->server = NULL;
-                upstream_release(server, false);
-                finish_request(client);
-                client->closing = true;
-            }
+            response_malformed(server);
             return true;
         }
     }
     return false;
-
-message_end : {
-    bool keep = http_codec_head(server->codec)->keep_alive && client->state == REQUEST_DONE;
-    proxy_stats_endpoint_request(server->endpoint_stats, client->status >= 500);
-    client->server = NULL;
-    upstream_release(server, keep);
-    response_complete(client);
-    return true;
 }
+
+/* The common case without evbuffers: a response read on the stack while
+ * nothing is buffered on either side, its head rewritten and its body copied
+ * behind the head on the stack, all sent to the client in one call. What
+ * does not fit (a large head or body) goes to the client's output evbuffer
+ * in order, what the client does not take now waits there, and bytes past
+ * the response stay in the upstream's input, as if read there. Returns true
+ * when the upstream is no longer attached to the client (released). */
+static bool upstream_forward_direct(upstream *server)
+{
+    downstream *client = server->client;
+    char input[SMALL_READ];
+    size_t length = socket_io_read_into(&server->io, input, sizeof(input));
+    if (length == 0)
+        return false; /* the flags tell upstream_progress what happened */
+    head_writer writer = {.out = client->io.output};
+    size_t taken = 0;
+    bool ended = false, malformed = false;
+    while (taken < length && !ended && !malformed) {
+        size_t consumed = 0;
+        const char *at = input + taken;
+        http_codec_event event = http_codec_execute(server->codec, at, length - taken, &consumed);
+        taken += consumed;
+        switch (event) {
+        case HTTP_CODEC_NEED_MORE:
+            break;
+        case HTTP_CODEC_HEAD:
+            ended = response_head_parsed(server, &writer);
+            break;
+        case HTTP_CODEC_BODY:
+        case HTTP_CODEC_MESSAGE_END:
+            head_put(&writer, at, consumed);
+            ended = event == HTTP_CODEC_MESSAGE_END && client->response_started;
+            break;
+        case HTTP_CODEC_ERROR:
+        default:
+            malformed = true;
+            break;
+        }
+    }
+    if (taken < length)
+        evbuffer_add(server->io.input, input + taken, length - taken);
+    size_t sent = 0;
+    if (!writer.spilled && writer.used > 0 && evbuffer_get_length(client->io.output) == 0) {
+        ssize_t wrote = raw_send(client->io.fd, writer.bytes, writer.used);
+        if (wrote > 0)
+            sent = (size_t)wrote;
+        else if (wrote < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            client->io.failed = true;
+    }
+    evbuffer_add(client->io.output, writer.bytes + sent, writer.used - sent);
+    if (malformed) {
+        response_malformed(server);
+        return true;
+    }
+    if (ended) {
+        response_ended(server);
+        return true;
+    }
+    return false;
 }
 
 static void upstream_progress(upstream *server)
@@ -918,9 +1028,17 @@ static void upstream_progress(upstream *server)
     downstream *client = server->client;
     if (server->connected)
         socket_io_flush(io);
+    bool released = false;
+    if (server->connected && io->unread && !client->response_started &&
+        evbuffer_get_length(io->input) == 0 && evbuffer_get_length(client->io.output) == 0)
+        released = upstream_forward_direct(server);
+    if (released) {
+        downstream_progress(client); /* server may be freed */
+        return;
+    }
     if (server->connected && evbuffer_get_length(client->io.output) <= HIGH_WATER)
         socket_io_read(io, HIGH_WATER);
-    bool released = upstream_forward(server);
+    released = upstream_forward(server);
     if (!released && (io->peer_closed || io->failed) &&
         (evbuffer_get_length(io->input) == 0 || io->failed)) {
         upstream_ended(server);
@@ -1157,15 +1275,49 @@ static void start_request(downstream *client, const http_head *head)
         evtimer_add(client->timeout, route_timeout(self, routed.route->timeout_ms));
 }
 
+/* A request head was parsed: the request starts. */
+static void request_head_parsed(downstream *client)
+{
+    const http_head *head = http_codec_head(client->codec);
+    if (!head->has_body)
+        end_bodyless_message(client->codec);
+    client->state = head->has_body ? REQUEST_BODY : REQUEST_DONE;
+    start_request(client, head);
+}
+
+/* The codec refused the request: the reply says why, then the connection
+ * closes (what follows cannot be trusted). */
+static void request_malformed(downstream *client)
+{
+    const char *reason = NULL;
+    int status = http_codec_error(client->codec, &reason);
+    if (reason == NULL)
+        reason = "malformed request";
+    proxy_local_reply kind =
+        status == 431   ? PROXY_REPLY_HEADERS_TOO_LARGE
+        : status == 501 ? PROXY_REPLY_NOT_IMPLEMENTED
+        : strstr(reason, "Content-Length") != NULL || strstr(reason, "Transfer-Encoding") != NULL
+            ? PROXY_REPLY_SMUGGLING
+            : PROXY_REPLY_BAD_REQUEST;
+    if (client->config == NULL)
+        client->start_us = now_us();
+    client->state = REQUEST_BODY;
+    local_reply(client, status, kind, reason);
+}
+
+/* Whether the client's bytes may be parsed now: not while a response is
+ * awaited (pipelining) or the upstream's output is full. */
+static bool requests_may_proceed(const downstream *client)
+{
+    return !client->closing && client->state != REQUEST_DONE &&
+           (client->server == NULL || evbuffer_get_length(client->server->io.output) <= HIGH_WATER);
+}
+
 /* Parses what the client sent, as far as the request in flight allows. */
 static void process_requests(downstream *client)
 {
     struct evbuffer *input = client->io.input;
-    while (!client->closing && evbuffer_get_length(input) > 0) {
-        if (client->state == REQUEST_DONE)
-            return; /* pipelined: waits for the response in flight */
-        if (client->server != NULL && evbuffer_get_length(client->server->io.output) > HIGH_WATER)
-            return; /* resumes when the upstream's output drains */
+    while (evbuffer_get_length(input) > 0 && requests_may_proceed(client)) {
         struct evbuffer_iovec chunk;
         if (evbuffer_peek(input, -1, NULL, &chunk, 1) < 1)
             return;
@@ -1176,15 +1328,10 @@ static void process_requests(downstream *client)
         case HTTP_CODEC_NEED_MORE:
             evbuffer_drain(input, consumed);
             break;
-        case HTTP_CODEC_HEAD: {
-            const http_head *head = http_codec_head(client->codec);
+        case HTTP_CODEC_HEAD:
             evbuffer_drain(input, consumed);
-            if (!head->has_body)
-                end_bodyless_message(client->codec);
-            client->state = head->has_body ? REQUEST_BODY : REQUEST_DONE;
-            start_request(client, head);
+            request_head_parsed(client);
             break;
-        }
         case HTTP_CODEC_BODY:
         case HTTP_CODEC_MESSAGE_END:
             if (client->server != NULL)
@@ -1195,25 +1342,43 @@ static void process_requests(downstream *client)
                 client->state = REQUEST_DONE;
             break;
         case HTTP_CODEC_ERROR:
-        default: {
-            const char *reason = NULL;
-            int status = http_codec_error(client->codec, &reason);
-            if (reason == NULL)
-                reason = "malformed request";
-            proxy_local_reply kind = status == 431   ? PROXY_REPLY_HEADERS_TOO_LARGE
-                                     : status == 501 ? PROXY_REPLY_NOT_IMPLEMENTED
-                                     : strstr(reason, "Content-Length") != NULL ||
-                                             strstr(reason, "Transfer-Encoding") != NULL
-                                         ? PROXY_REPLY_SMUGGLING
-                                         : PROXY_REPLY_BAD_REQUEST;
-            if (client->config == NULL)
-                client->start_us = now_us();
-            client->state = REQUEST_BODY; /* what follows cannot be trusted: close */
-            local_reply(client, status, kind, reason);
+        default:
+            request_malformed(client);
             return;
         }
+    }
+}
+
+/* The common case without an evbuffer: a connection waiting for a request
+ * head, with nothing buffered, reads on the stack and parses there; a request
+ * that is all head starts from there (its head goes upstream from the stack
+ * too, see start_request). What else the read brought (a body, the next
+ * pipelined request) goes to the input buffer, as if read there. */
+static void read_requests_direct(downstream *client)
+{
+    socket_io *io = &client->io;
+    char input[SMALL_READ];
+    size_t length = socket_io_read_into(io, input, sizeof(input));
+    size_t taken = 0;
+    while (taken < length && requests_may_proceed(client)) {
+        size_t consumed = 0;
+        const char *at = input + taken;
+        http_codec_event event = http_codec_execute(client->codec, at, length - taken, &consumed);
+        taken += consumed;
+        if (event == HTTP_CODEC_HEAD) {
+            request_head_parsed(client);
+        } else if (event == HTTP_CODEC_BODY || event == HTTP_CODEC_MESSAGE_END) {
+            if (client->server != NULL)
+                evbuffer_add(client->server->io.output, at, consumed);
+            if (event == HTTP_CODEC_MESSAGE_END)
+                client->state = REQUEST_DONE;
+        } else if (event != HTTP_CODEC_NEED_MORE) {
+            request_malformed(client);
+            return;
         }
     }
+    if (taken < length)
+        evbuffer_add(io->input, input + taken, length - taken);
 }
 
 /* Everything a downstream connection can do now: read, parse, forward,
@@ -1232,8 +1397,11 @@ static void downstream_progress(downstream *client)
         socket_io *io = &client->io;
         bool upstream_full =
             client->server != NULL && evbuffer_get_length(client->server->io.output) > HIGH_WATER;
-        if (!client->closing && !upstream_full)
+        if (!client->closing && !upstream_full) {
+            if (client->state == REQUEST_HEAD && io->unread && evbuffer_get_length(io->input) == 0)
+                read_requests_direct(client);
             socket_io_read(io, HIGH_WATER);
+        }
         process_requests(client);
         upstream *server = client->server;
         if (server != NULL && server->connected) {

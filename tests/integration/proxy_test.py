@@ -48,7 +48,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(HERE, "proxy"))
-from backend import CHUNKED_PARTS, Backend  # noqa: E402
+from backend import CHUNKED_PARTS, Backend, body_pattern  # noqa: E402
 
 NODE_ID = "proxy-it"
 HTTP_TIMEOUT = 10.0  # one HTTP exchange; generous for sanitizer builds
@@ -812,6 +812,36 @@ class ProxyTest:
         finally:
             connection.close()
 
+    def test_response_sizes(self):
+        """Responses from one byte to several MiB, on one keep-alive connection:
+        small ones leave the proxy from its stack, a head and body over 4 KiB
+        spill into its buffers, large ones stream; each arrives whole and in
+        order."""
+        sizes = [1, 3900, 4096, 5000, 70000, 3 * 1024 * 1024, 10]
+        connection = self.raw()
+        try:
+            connection.sock.settimeout(30)
+            for size in sizes:
+                connection.send(request_bytes("GET", "/bytes/%d" % size, "echo"))
+                response, _ = connection.read_final_response()
+                check(response.status == 200, "GET /bytes/%d: %r" % (size, response))
+                check(response.body == body_pattern(size),
+                      "the %d-byte body arrived as %d bytes, %s" % (
+                          size, len(response.body),
+                          "equal" if response.body == body_pattern(len(response.body))
+                          else "changed"))
+            # The same, pipelined: all requests in one write.
+            connection.send(b"".join(request_bytes("GET", "/bytes/%d" % size, "echo")
+                                     for size in sizes))
+            for size in sizes:
+                response, _ = connection.read_final_response()
+                check(response.status == 200 and response.body == body_pattern(size),
+                      "pipelined GET /bytes/%d: %r, %d bytes" % (size, response,
+                                                                 len(response.body)))
+        finally:
+            connection.close()
+        return "%d sizes up to %d MiB, one by one and pipelined" % (len(sizes), max(sizes) >> 20)
+
     def test_large_body_streamed(self):
         mesh = self.mesh
         chunk = bytes(range(256)) * 4096  # 1 MiB
@@ -1245,6 +1275,8 @@ class ProxyTest:
             ("pipelined requests answered in order", self.test_pipelined),
             ("chunked request body", self.test_chunked_request),
             ("chunked response body", self.test_chunked_response),
+            ("responses of 1 B to 3 MiB arrive whole, one by one and pipelined",
+             self.test_response_sizes),
             ("100 MiB request body streamed, VmRSS flat", self.test_large_body_streamed),
             ("Connection: close honoured", self.test_connection_close),
             ("Expect: 100-continue", self.test_expect_continue),

@@ -12,7 +12,8 @@ request with JSON saying which backend answered and what it received:
 Paths with a meaning of their own:
     /sleep/<ms>[...]   waits that long before answering (route timeouts);
     /chunked[...]      answers with a chunked body (see CHUNKED_PARTS);
-    /close[...]        answers with "Connection: close" and closes.
+    /close[...]        answers with "Connection: close" and closes;
+    /bytes/<n>         answers with n bytes of body_pattern(n) instead of JSON.
 
 A request body is read as it arrives (Content-Length or chunked) and never
 held: only its length and SHA-256 are kept, and `progress` counts the body
@@ -32,6 +33,11 @@ import threading
 import time
 
 CHUNKED_PARTS = [b"first chunk;", b"", b"second chunk, a bit longer;", b"x" * 5000, b"last"]
+
+
+def body_pattern(length):
+    """The body /bytes/<length> answers with: 0, 1, ... 255, 0, 1, ..."""
+    return (bytes(range(256)) * (length // 256 + 1))[:length]
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -132,6 +138,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "request_on_connection": self.requests_here,
         }
         payload = json.dumps(answer).encode()
+        if path.startswith("/bytes/"):
+            try:
+                payload = body_pattern(int(path[len("/bytes/"):].split("?")[0]))
+            except ValueError:
+                pass
         closing = path.startswith("/close")
         try:
             self.send_response(200)
