@@ -454,18 +454,20 @@ static void connection_close(connection *conn)
  * 1,000 pages: that commit copies the pages into the database file and waits
  * for two fsyncs, with the write lock held, so every writer behind it waits
  * too (a few milliseconds, a dozen times a second under a stream of
- * certificate records). Here the commit only signals; a thread of the store
- * runs the same PASSIVE checkpoint on its own connection while writers go on
- * appending to the WAL. Should it fall far behind (a long-lived reader pins
- * the WAL), the committing writer checkpoints itself, as SQLite would. */
-#define CHECKPOINT_PAGES        1000
-#define CHECKPOINT_INLINE_PAGES 20000
+ * certificate records). Here a commit that leaves 1,000 frames not yet copied
+ * only signals, and a thread of the store runs a PASSIVE checkpoint on its
+ * own connection while writers go on appending. Such a checkpoint stops at
+ * the WAL's end as it was when it began, and the WAL starts over only after
+ * a checkpoint that reached its end, which steady writes never allow: so the
+ * commit that takes the WAL past CHECKPOINT_RESTART_FRAMES checkpoints
+ * itself, as SQLite would, copying the few frames the thread has not, and
+ * the next write starts the WAL over. The WAL stays under ~16 MiB and the
+ * commits that wait on a checkpoint are a quarter as many and shorter. */
+#define CHECKPOINT_PAGES          1000
+#define CHECKPOINT_RESTART_FRAMES 4000
 
 /* sqlite3_wal_hook on the writer: after each commit, with the number of
- * frames in the WAL. Writers append while the checkpointer copies, so its
- * checkpoints end short of the WAL's end and the WAL starts over only after
- * a quiet moment: what counts is the frames not yet copied. Runs under the
- * write lock. */
+ * frames in the WAL. Runs under the write lock. */
 static int wal_committed(void *context, sqlite3 *handle, const char *name, int frames)
 {
     store *db = context;
@@ -473,11 +475,13 @@ static int wal_committed(void *context, sqlite3 *handle, const char *name, int f
         atomic_store(&db->wal_frames_copied, 0);
     db->wal_frames_seen = frames;
     int copied = atomic_load(&db->wal_frames_copied);
-    int pages = frames >= copied ? frames - copied : frames;
-    if (pages >= CHECKPOINT_INLINE_PAGES || !db->checkpoint_running) {
-        if (pages >= CHECKPOINT_PAGES)
+    int pending = frames >= copied ? frames - copied : frames;
+    if (!db->checkpoint_running) {
+        if (frames >= CHECKPOINT_PAGES)
             sqlite3_wal_checkpoint_v2(handle, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    } else if (pages >= CHECKPOINT_PAGES) {
+    } else if (frames >= CHECKPOINT_RESTART_FRAMES) {
+        sqlite3_wal_checkpoint_v2(handle, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    } else if (pending >= CHECKPOINT_PAGES) {
         pthread_mutex_lock(&db->checkpoint_lock);
         db->checkpoint_wanted = true;
         pthread_cond_signal(&db->checkpoint_signal);
