@@ -493,6 +493,22 @@ static void socket_io_flush(socket_io *io)
     }
 }
 
+/* Bytes gathered on the stack: sent from there when may_send and nothing is
+ * queued before them (no evbuffer chain to allocate, fill and free); what
+ * the socket does not take now is queued in order. */
+static void send_or_queue(socket_io *io, const char *bytes, size_t length, bool may_send)
+{
+    size_t sent = 0;
+    if (may_send && length > 0 && evbuffer_get_length(io->output) == 0) {
+        ssize_t wrote = raw_send(io->fd, bytes, length);
+        if (wrote > 0)
+            sent = (size_t)wrote;
+        else if (wrote < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            io->failed = true;
+    }
+    evbuffer_add(io->output, bytes + sent, length - sent);
+}
+
 /* ---- the end of a request ---- */
 
 /* Forgets the request in flight (its snapshot reference, its timer). */
@@ -981,15 +997,7 @@ static bool upstream_forward_direct(upstream *server)
     }
     if (taken < length)
         evbuffer_add(server->io.input, input + taken, length - taken);
-    size_t sent = 0;
-    if (!writer.spilled && writer.used > 0 && evbuffer_get_length(client->io.output) == 0) {
-        ssize_t wrote = raw_send(client->io.fd, writer.bytes, writer.used);
-        if (wrote > 0)
-            sent = (size_t)wrote;
-        else if (wrote < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            client->io.failed = true;
-    }
-    evbuffer_add(client->io.output, writer.bytes + sent, writer.used - sent);
+    send_or_queue(&client->io, writer.bytes, writer.used, !writer.spilled);
     if (malformed) {
         response_malformed(server);
         return true;
@@ -1260,17 +1268,7 @@ static void start_request(downstream *client, const http_head *head)
         memcpy(client->retry_head, writer.bytes, writer.used);
         client->retry_head_length = writer.used;
     }
-    size_t sent = 0;
-    if (!writer.spilled && server->connected && evbuffer_get_length(server->io.output) == 0) {
-        /* Nothing queued before it: the head leaves from the stack, without
-         * an evbuffer chain to allocate, fill and free. */
-        ssize_t wrote = raw_send(server->io.fd, writer.bytes, writer.used);
-        if (wrote > 0)
-            sent = (size_t)wrote;
-        else if (wrote < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            server->io.failed = true;
-    }
-    evbuffer_add(server->io.output, writer.bytes + sent, writer.used - sent);
+    send_or_queue(&server->io, writer.bytes, writer.used, !writer.spilled && server->connected);
     if (routed.route->timeout_ms > 0)
         evtimer_add(client->timeout, route_timeout(self, routed.route->timeout_ms));
 }

@@ -34,6 +34,7 @@ import hashlib
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -87,17 +88,29 @@ def wait_until(predicate, timeout, interval=0.05):
 
 
 def free_ports(count, host="127.0.0.1"):
-    """count distinct ports free right now (held open together while picked)."""
-    sockets = []
+    """count distinct ports free right now, below the kernel's ephemeral range:
+    the processes started later bind them by number, and a port of that range
+    could meanwhile be handed to a backend binding port 0 or to an outgoing
+    connection (a backend once took the proxy's outbound port that way)."""
     try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            ephemeral_low = int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low, high = (10000, ephemeral_low) if ephemeral_low > 11000 else (1025, ephemeral_low)
+    picked = []
+    for port in random.sample(range(low, high), min(high - low, 2000)):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((host, port))
+        except OSError:
+            continue
+        finally:
             s.close()
+        picked.append(port)
+        if len(picked) == count:
+            return picked
+    raise Failure("no %d free ports between %d and %d" % (count, low, high))
 
 
 def parse_prometheus(text):
