@@ -8,6 +8,7 @@
 #include "ca.h"
 
 #include "memory_text.h"
+#include "openssl_error.h"
 #include "spiffe.h"
 
 #include <openssl/asn1t.h>
@@ -26,7 +27,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,29 +97,6 @@ struct ca {
 };
 
 /* ---- errors, strings, time ------------------------------------------------ */
-
-/* Writes the message, followed by OpenSSL's first queued reason if any. */
-static void set_error(char *error, size_t error_size, const char *format, ...)
-{
-    if (error == NULL || error_size == 0) {
-        ERR_clear_error();
-        return;
-    }
-    va_list args;
-    va_start(args, format);
-    vsnprintf(error, error_size, format, args);
-    va_end(args);
-    unsigned long code = ERR_get_error();
-    if (code != 0) {
-        size_t used = strlen(error);
-        if (used + 3 < error_size) {
-            char reason[256];
-            ERR_error_string_n(code, reason, sizeof reason);
-            snprintf(error + used, error_size - used, " (%s)", reason);
-        }
-    }
-    ERR_clear_error();
-}
 
 static char *path_join(const char *directory, const char *name, const char *suffix)
 {
@@ -308,32 +285,33 @@ static int read_file(const char *path, bool secret, bool missing_ok, char **data
         if (errno == ENOENT && missing_ok) {
             return 1;
         }
-        set_error(error, error_size, "cannot open %s: %s", path, strerror(errno));
+        openssl_error_text(error, error_size, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        set_error(error, error_size, "cannot stat %s: %s", path, strerror(errno));
+        openssl_error_text(error, error_size, "cannot stat %s: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_error(error, error_size, "%s is not a regular file", path);
+        openssl_error_text(error, error_size, "%s is not a regular file", path);
         close(fd);
         return -1;
     }
     if (secret && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-        set_error(error, error_size,
-                  "refusing key file %s with mode %04o: a CA key must not be accessible by group "
-                  "or others (chmod 600 it)",
-                  path, (unsigned)(st.st_mode & 07777));
+        openssl_error_text(
+            error, error_size,
+            "refusing key file %s with mode %04o: a CA key must not be accessible by group "
+            "or others (chmod 600 it)",
+            path, (unsigned)(st.st_mode & 07777));
         close(fd);
         return -1;
     }
     size_t capacity = (size_t)st.st_size + 1;
     char *buffer = malloc(capacity);
     if (buffer == NULL) {
-        set_error(error, error_size, "out of memory reading %s", path);
+        openssl_error_text(error, error_size, "out of memory reading %s", path);
         close(fd);
         return -1;
     }
@@ -343,7 +321,7 @@ static int read_file(const char *path, bool secret, bool missing_ok, char **data
             char *grown = realloc(buffer, capacity * 2);
             if (grown == NULL) {
                 secret ? free_secret(buffer) : free(buffer);
-                set_error(error, error_size, "out of memory reading %s", path);
+                openssl_error_text(error, error_size, "out of memory reading %s", path);
                 close(fd);
                 return -1;
             }
@@ -356,7 +334,7 @@ static int read_file(const char *path, bool secret, bool missing_ok, char **data
             continue;
         }
         if (n < 0) {
-            set_error(error, error_size, "cannot read %s: %s", path, strerror(errno));
+            openssl_error_text(error, error_size, "cannot read %s: %s", path, strerror(errno));
             secret ? free_secret(buffer) : free(buffer);
             close(fd);
             return -1;
@@ -377,7 +355,8 @@ static int fsync_directory(const char *directory, char *error, size_t error_size
 {
     int fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) != 0) {
-        set_error(error, error_size, "cannot sync directory %s: %s", directory, strerror(errno));
+        openssl_error_text(error, error_size, "cannot sync directory %s: %s", directory,
+                           strerror(errno));
         if (fd >= 0) {
             close(fd);
         }
@@ -393,12 +372,12 @@ static int write_new_file(const char *path, const char *data, size_t length, boo
                           char *error, size_t error_size)
 {
     if (unlink(path) != 0 && errno != ENOENT) {
-        set_error(error, error_size, "cannot remove stale %s: %s", path, strerror(errno));
+        openssl_error_text(error, error_size, "cannot remove stale %s: %s", path, strerror(errno));
         return -1;
     }
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, secret ? 0600 : 0644);
     if (fd < 0) {
-        set_error(error, error_size, "cannot create %s: %s", path, strerror(errno));
+        openssl_error_text(error, error_size, "cannot create %s: %s", path, strerror(errno));
         return -1;
     }
     size_t done = 0;
@@ -408,7 +387,7 @@ static int write_new_file(const char *path, const char *data, size_t length, boo
             continue;
         }
         if (n < 0) {
-            set_error(error, error_size, "cannot write %s: %s", path, strerror(errno));
+            openssl_error_text(error, error_size, "cannot write %s: %s", path, strerror(errno));
             close(fd);
             unlink(path);
             return -1;
@@ -416,7 +395,7 @@ static int write_new_file(const char *path, const char *data, size_t length, boo
         done += (size_t)n;
     }
     if (fsync(fd) != 0) {
-        set_error(error, error_size, "cannot sync %s: %s", path, strerror(errno));
+        openssl_error_text(error, error_size, "cannot sync %s: %s", path, strerror(errno));
         close(fd);
         unlink(path);
         return -1;
@@ -436,7 +415,7 @@ static int stage(const char *directory, staging *staged, const char *name, const
 {
     char *path = path_join(directory, name, STAGED_SUFFIX);
     if (path == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         return -1;
     }
     int result = write_new_file(path, data, strlen(data), secret, error, error_size);
@@ -475,7 +454,7 @@ static int apply_journal(const char *directory, char *error, size_t error_size)
 {
     char *journal_path = path_join(directory, FILE_JOURNAL, "");
     if (journal_path == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         return -1;
     }
     char *journal = NULL;
@@ -490,17 +469,19 @@ static int apply_journal(const char *directory, char *error, size_t error_size)
     for (char *name = strtok_r(journal, "\n", &save); name != NULL && result == 0;
          name = strtok_r(NULL, "\n", &save)) {
         if (!is_known_file(name)) {
-            set_error(error, error_size, "%s names an unknown file \"%s\"", journal_path, name);
+            openssl_error_text(error, error_size, "%s names an unknown file \"%s\"", journal_path,
+                               name);
             result = -1;
             break;
         }
         char *from = path_join(directory, name, STAGED_SUFFIX);
         char *to = path_join(directory, name, "");
         if (from == NULL || to == NULL) {
-            set_error(error, error_size, "out of memory");
+            openssl_error_text(error, error_size, "out of memory");
             result = -1;
         } else if (rename(from, to) != 0 && errno != ENOENT) {
-            set_error(error, error_size, "cannot rename %s to %s: %s", from, to, strerror(errno));
+            openssl_error_text(error, error_size, "cannot rename %s to %s: %s", from, to,
+                               strerror(errno));
             result = -1;
         }
         free(from);
@@ -512,7 +493,8 @@ static int apply_journal(const char *directory, char *error, size_t error_size)
     }
     if (result == 0) {
         if (unlink(journal_path) != 0) {
-            set_error(error, error_size, "cannot remove %s: %s", journal_path, strerror(errno));
+            openssl_error_text(error, error_size, "cannot remove %s: %s", journal_path,
+                               strerror(errno));
             result = -1;
         } else {
             result = fsync_directory(directory, error, error_size);
@@ -533,7 +515,7 @@ static int commit_staged(const char *directory, const staging *staged, char *err
     }
     char *journal = malloc(size);
     if (journal == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         discard_staged(directory);
         return -1;
     }
@@ -546,12 +528,13 @@ static int commit_staged(const char *directory, const staging *staged, char *err
     char *journal_path = path_join(directory, FILE_JOURNAL, "");
     int result = -1;
     if (staged_path == NULL || journal_path == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
     } else if (fsync_directory(directory, error, error_size) == 0 &&
                write_new_file(staged_path, journal, strlen(journal), false, error, error_size) ==
                    0) {
         if (rename(staged_path, journal_path) != 0) {
-            set_error(error, error_size, "cannot rename %s: %s", staged_path, strerror(errno));
+            openssl_error_text(error, error_size, "cannot rename %s: %s", staged_path,
+                               strerror(errno));
             unlink(staged_path);
         } else {
             result = 0;
@@ -924,9 +907,10 @@ static EVP_PKEY *csr_ec_key(const ca *authority, int parameter_type, const void 
                             size_t error_size)
 {
     if (parameter_type != V_ASN1_OBJECT) {
-        set_error(error, error_size,
-                  "the CSR's EC key does not name its curve: only the named curves P-256 and "
-                  "P-384 are accepted");
+        openssl_error_text(
+            error, error_size,
+            "the CSR's EC key does not name its curve: only the named curves P-256 and "
+            "P-384 are accepted");
         return NULL;
     }
     int curve = OBJ_obj2nid(parameter);
@@ -943,22 +927,23 @@ static EVP_PKEY *csr_ec_key(const ca *authority, int parameter_type, const void 
         curve_key = authority->p384_parameters;
     } else {
         char name[80];
-        set_error(error, error_size,
-                  "the CSR's EC key uses curve %s: only P-256 and P-384 are accepted",
-                  object_name(parameter, name, sizeof name));
+        openssl_error_text(error, error_size,
+                           "the CSR's EC key uses curve %s: only P-256 and P-384 are accepted",
+                           object_name(parameter, name, sizeof name));
         return NULL;
     }
     bool uncompressed = length == 1 + 2 * field_bytes && point[0] == 0x04;
     bool compressed = length == 1 + field_bytes && (point[0] == 0x02 || point[0] == 0x03);
     if (!uncompressed && !compressed) {
-        set_error(error, error_size, "the CSR's EC public key is not a point encoding for %s",
-                  group);
+        openssl_error_text(error, error_size,
+                           "the CSR's EC public key is not a point encoding for %s", group);
         return NULL;
     }
     EVP_PKEY *key = EVP_PKEY_dup(curve_key);
     if (key == NULL || EVP_PKEY_set1_encoded_public_key(key, point, length) != 1) {
         EVP_PKEY_free(key);
-        set_error(error, error_size, "the CSR's EC public key is not a point on %s", group);
+        openssl_error_text(error, error_size, "the CSR's EC public key is not a point on %s",
+                           group);
         return NULL;
     }
     return key;
@@ -969,14 +954,15 @@ static EVP_PKEY *csr_rsa_key(int parameter_type, const unsigned char *data, size
                              char *error, size_t error_size)
 {
     if (parameter_type != V_ASN1_NULL && parameter_type != V_ASN1_UNDEF) {
-        set_error(error, error_size, "the CSR's RSA key has algorithm parameters (must be NULL)");
+        openssl_error_text(error, error_size,
+                           "the CSR's RSA key has algorithm parameters (must be NULL)");
         return NULL;
     }
     const unsigned char *cursor = data;
     rsa_public_numbers *numbers = (rsa_public_numbers *)ASN1_item_d2i(
         NULL, &cursor, (long)length, ASN1_ITEM_rptr(rsa_public_numbers));
     if (numbers == NULL) {
-        set_error(error, error_size, "the CSR's RSA public key does not parse");
+        openssl_error_text(error, error_size, "the CSR's RSA public key does not parse");
         return NULL;
     }
     EVP_PKEY *key = NULL;
@@ -984,14 +970,14 @@ static EVP_PKEY *csr_rsa_key(int parameter_type, const unsigned char *data, size
     OSSL_PARAM *params = NULL;
     int bits = BN_num_bits(numbers->modulus);
     if (bits < 2048) {
-        set_error(error, error_size, "the CSR's RSA key has %d bits: at least 2048 are required",
-                  bits);
+        openssl_error_text(error, error_size,
+                           "the CSR's RSA key has %d bits: at least 2048 are required", bits);
     } else if ((builder = OSSL_PARAM_BLD_new()) == NULL ||
                OSSL_PARAM_BLD_push_BN(builder, OSSL_PKEY_PARAM_RSA_N, numbers->modulus) != 1 ||
                OSSL_PARAM_BLD_push_BN(builder, OSSL_PKEY_PARAM_RSA_E, numbers->exponent) != 1 ||
                (params = OSSL_PARAM_BLD_to_param(builder)) == NULL ||
                (key = key_from_params("RSA", params)) == NULL) {
-        set_error(error, error_size, "the CSR's RSA public key is not usable");
+        openssl_error_text(error, error_size, "the CSR's RSA public key is not usable");
     }
     OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(builder);
@@ -1011,7 +997,7 @@ static EVP_PKEY *csr_public_key(const ca *authority, const csr_key_info *key_inf
     X509_ALGOR_get0(&algorithm, &parameter_type, &parameter, key_info->algorithm);
     const ASN1_BIT_STRING *bits = key_info->public_key;
     if ((bits->flags & 0x07) != 0 || bits->length <= 0) {
-        set_error(error, error_size, "the CSR's public key is empty or not whole bytes");
+        openssl_error_text(error, error_size, "the CSR's public key is empty or not whole bytes");
         return NULL;
     }
     size_t length = (size_t)bits->length;
@@ -1023,9 +1009,10 @@ static EVP_PKEY *csr_public_key(const ca *authority, const csr_key_info *key_inf
         return csr_rsa_key(parameter_type, bits->data, length, error, error_size);
     default: {
         char name[80];
-        set_error(error, error_size,
-                  "the CSR's key type %s is not accepted (ECDSA P-256/P-384 or RSA >= 2048)",
-                  object_name(algorithm, name, sizeof name));
+        openssl_error_text(
+            error, error_size,
+            "the CSR's key type %s is not accepted (ECDSA P-256/P-384 or RSA >= 2048)",
+            object_name(algorithm, name, sizeof name));
         return NULL;
     }
     }
@@ -1069,12 +1056,12 @@ static char *copy_uri(const GENERAL_NAME *name, char *error, size_t error_size)
     int length = ASN1_STRING_length(uri);
     const unsigned char *data = ASN1_STRING_get0_data(uri);
     if (length <= 0 || memchr(data, '\0', (size_t)length) != NULL) {
-        set_error(error, error_size, "the URI SAN is empty or holds a NUL byte");
+        openssl_error_text(error, error_size, "the URI SAN is empty or holds a NUL byte");
         return NULL;
     }
     char *copy = malloc((size_t)length + 1);
     if (copy == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         return NULL;
     }
     memcpy(copy, data, (size_t)length);
@@ -1088,7 +1075,7 @@ static char *csr_single_uri(const csr_info *info, char *error, size_t error_size
 {
     STACK_OF(X509_EXTENSION) *extensions = csr_extensions(info);
     if (extensions == NULL) {
-        set_error(error, error_size, "the CSR's extension request is malformed");
+        openssl_error_text(error, error_size, "the CSR's extension request is malformed");
         return NULL;
     }
     X509_EXTENSION *san = NULL;
@@ -1102,26 +1089,30 @@ static char *csr_single_uri(const csr_info *info, char *error, size_t error_size
     }
     char *uri = NULL;
     if (san_count != 1) {
-        set_error(error, error_size,
-                  san_count == 0 ? "the CSR has no subject alternative name (expected one URI "
-                                   "SAN, the SPIFFE ID)"
-                                 : "the CSR has several subjectAltName extensions");
+        openssl_error_text(error, error_size,
+                           san_count == 0
+                               ? "the CSR has no subject alternative name (expected one URI "
+                                 "SAN, the SPIFFE ID)"
+                               : "the CSR has several subjectAltName extensions");
     } else {
         GENERAL_NAMES *names = X509V3_EXT_d2i(san);
         if (names == NULL) {
-            set_error(error, error_size, "the CSR's subjectAltName extension is malformed");
+            openssl_error_text(error, error_size,
+                               "the CSR's subjectAltName extension is malformed");
         } else if (sk_GENERAL_NAME_num(names) != 1) {
-            set_error(error, error_size,
-                      "the CSR has %d subject alternative names: exactly one (a URI, the SPIFFE "
-                      "ID) is allowed",
-                      sk_GENERAL_NAME_num(names));
+            openssl_error_text(
+                error, error_size,
+                "the CSR has %d subject alternative names: exactly one (a URI, the SPIFFE "
+                "ID) is allowed",
+                sk_GENERAL_NAME_num(names));
         } else {
             const GENERAL_NAME *name = sk_GENERAL_NAME_value(names, 0);
             if (name->type != GEN_URI) {
-                set_error(error, error_size,
-                          "the CSR's subject alternative name is %s: it must be a URI (the "
-                          "SPIFFE ID)",
-                          general_name_kind(name->type));
+                openssl_error_text(
+                    error, error_size,
+                    "the CSR's subject alternative name is %s: it must be a URI (the "
+                    "SPIFFE ID)",
+                    general_name_kind(name->type));
             } else {
                 uri = copy_uri(name, error, error_size);
             }
@@ -1138,9 +1129,9 @@ static char *certificate_single_uri(const X509 *cert, char *error, size_t error_
     int critical = 0;
     GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, &critical, NULL);
     if (names == NULL) {
-        set_error(error, error_size,
-                  critical == -2 ? "the certificate has several subjectAltName extensions"
-                                 : "the certificate has no subject alternative name");
+        openssl_error_text(error, error_size,
+                           critical == -2 ? "the certificate has several subjectAltName extensions"
+                                          : "the certificate has no subject alternative name");
         return NULL;
     }
     const GENERAL_NAME *found = NULL;
@@ -1154,8 +1145,8 @@ static char *certificate_single_uri(const X509 *cert, char *error, size_t error_
     }
     char *uri = NULL;
     if (uri_count != 1) {
-        set_error(error, error_size, "the certificate has %d URI SANs: expected exactly one",
-                  uri_count);
+        openssl_error_text(error, error_size,
+                           "the certificate has %d URI SANs: expected exactly one", uri_count);
     } else {
         uri = copy_uri(found, error, error_size);
     }
@@ -1171,13 +1162,14 @@ static int check_identity(const char *trust_domain, const char *identity, char *
     spiffe_id id;
     char message[256];
     if (spiffe_parse(identity, &id, message, sizeof message) != 0) {
-        set_error(error, error_size, "identity \"%s\" is not an Atrium SPIFFE ID: %s", identity,
-                  message);
+        openssl_error_text(error, error_size, "identity \"%s\" is not an Atrium SPIFFE ID: %s",
+                           identity, message);
         return -1;
     }
     if (strcmp(id.trust_domain, trust_domain) != 0) {
-        set_error(error, error_size, "identity \"%s\" is in trust domain \"%s\", not \"%s\"",
-                  identity, id.trust_domain, trust_domain);
+        openssl_error_text(error, error_size,
+                           "identity \"%s\" is in trust domain \"%s\", not \"%s\"", identity,
+                           id.trust_domain, trust_domain);
         spiffe_id_clear(&id);
         return -1;
     }
@@ -1199,14 +1191,14 @@ static int leaf_validity(const ca *authority, uint32_t ttl_s, int64_t now_ms, ti
         ttl_s = CA_LEAF_TTL_DEFAULT_S;
     }
     if (ttl_s < CA_LEAF_TTL_MIN_S || ttl_s > CA_LEAF_TTL_MAX_S) {
-        set_error(error, error_size, "ttl %" PRIu32 " s is outside [%u s, %u s]", ttl_s,
-                  CA_LEAF_TTL_MIN_S, CA_LEAF_TTL_MAX_S);
+        openssl_error_text(error, error_size, "ttl %" PRIu32 " s is outside [%u s, %u s]", ttl_s,
+                           CA_LEAF_TTL_MIN_S, CA_LEAF_TTL_MAX_S);
         return -1;
     }
     time_t now = ms_to_s(now_ms);
     time_t issuer_end = ms_to_s(not_after_ms(authority->issuer));
     if (issuer_end <= now) {
-        set_error(error, error_size, "the issuing CA has expired: rotate it");
+        openssl_error_text(error, error_size, "the issuing CA has expired: rotate it");
         return -1;
     }
     *not_before = now;
@@ -1305,7 +1297,7 @@ static X509 *make_leaf(const signing_snapshot *signer, EVP_PKEY *key,
     if (cert == NULL || names == NULL) {
         X509_free(cert);
         GENERAL_NAMES_free(names);
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         return NULL;
     }
     bool ok = X509_set_version(cert, X509_VERSION_3) == 1 && set_random_serial(cert) &&
@@ -1338,7 +1330,7 @@ static X509 *make_leaf(const signing_snapshot *signer, EVP_PKEY *key,
             ASN1_OCTET_STRING_free(address);
             GENERAL_NAMES_free(names);
             X509_free(cert);
-            set_error(error, error_size, "\"%s\" is not an IPv4 or IPv6 address", ip);
+            openssl_error_text(error, error_size, "\"%s\" is not an IPv4 or IPv6 address", ip);
             return NULL;
         }
         GENERAL_NAME_set0_value(ip_name, GEN_IPADD, address);
@@ -1359,7 +1351,7 @@ static X509 *make_leaf(const signing_snapshot *signer, EVP_PKEY *key,
          X509_sign(cert, signer->issuer_key, digest_for(signer->issuer_key)) > 0;
     GENERAL_NAMES_free(names);
     if (!ok) {
-        set_error(error, error_size, "cannot build the certificate");
+        openssl_error_text(error, error_size, "cannot build the certificate");
         X509_free(cert);
         return NULL;
     }
@@ -1391,7 +1383,7 @@ static int finish_leaf(const signing_snapshot *signer, X509 *leaf, const char *i
         free(pem);
         free(serial);
         free(identity_copy);
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         return -1;
     }
     *chain_pem = pem;
@@ -1418,12 +1410,12 @@ int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identit
     clear_outputs(chain_pem, record);
     ERR_clear_error();
     if (csr_pem == NULL) {
-        set_error(error, error_size, "no CSR");
+        openssl_error_text(error, error_size, "no CSR");
         return -1;
     }
     csr_request *request = csr_from_pem(csr_pem);
     if (request == NULL) {
-        set_error(error, error_size, "cannot parse the CSR PEM");
+        openssl_error_text(error, error_size, "cannot parse the CSR PEM");
         return -1;
     }
     int result = -1;
@@ -1435,7 +1427,7 @@ int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identit
         goto done;
     }
     if (!csr_signature_verifies(request, key)) {
-        set_error(error, error_size, "the CSR's signature does not verify");
+        openssl_error_text(error, error_size, "the CSR's signature does not verify");
         goto done;
     }
     identity = csr_single_uri(request->info, error, error_size);
@@ -1446,8 +1438,9 @@ int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identit
         goto done;
     }
     if (expected_identity != NULL && strcmp(identity, expected_identity) != 0) {
-        set_error(error, error_size, "the CSR asks for \"%s\" but this request may only get \"%s\"",
-                  identity, expected_identity);
+        openssl_error_text(error, error_size,
+                           "the CSR asks for \"%s\" but this request may only get \"%s\"", identity,
+                           expected_identity);
         goto done;
     }
     signing_snapshot signer;
@@ -1477,14 +1470,14 @@ int ca_issue_server_certificate(ca *authority, const char *identity, const char 
     if (identity == NULL ||
         check_identity(authority->trust_domain, identity, &service, error, error_size) != 0) {
         if (identity == NULL) {
-            set_error(error, error_size, "no identity");
+            openssl_error_text(error, error_size, "no identity");
         }
         return -1;
     }
     EVP_PKEY *key = generate_p256();
     if (key == NULL) {
         free(service);
-        set_error(error, error_size, "cannot generate a P-256 key");
+        openssl_error_text(error, error_size, "cannot generate a P-256 key");
         return -1;
     }
     int result = -1;
@@ -1502,7 +1495,7 @@ int ca_issue_server_certificate(ca *authority, const char *identity, const char 
             free(*chain_pem);
             model_certificate_clear(record);
             clear_outputs(chain_pem, record);
-            set_error(error, error_size, "cannot encode the private key");
+            openssl_error_text(error, error_size, "cannot encode the private key");
             result = -1;
         }
     }
@@ -1518,7 +1511,7 @@ int ca_csr_identity(const char *csr_pem, char **identity, char *error, size_t er
     ERR_clear_error();
     csr_request *request = csr_pem != NULL ? csr_from_pem(csr_pem) : NULL;
     if (request == NULL) {
-        set_error(error, error_size, "cannot parse the CSR PEM");
+        openssl_error_text(error, error_size, "cannot parse the CSR PEM");
         return -1;
     }
     *identity = csr_single_uri(request->info, error, error_size);
@@ -1535,7 +1528,7 @@ static X509 *parse_certificate(const char *cert_pem, char *error, size_t error_s
     X509 *cert = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
     BIO_free(bio);
     if (cert == NULL)
-        set_error(error, error_size, "cannot parse the certificate PEM");
+        openssl_error_text(error, error_size, "cannot parse the certificate PEM");
     return cert;
 }
 
@@ -1559,7 +1552,7 @@ int ca_certificate_serial(const char *cert_pem, char **serial, char *error, size
     *serial = serial_hex(X509_get0_serialNumber(cert));
     X509_free(cert);
     if (*serial == NULL) {
-        set_error(error, error_size, "cannot read the certificate's serial");
+        openssl_error_text(error, error_size, "cannot read the certificate's serial");
         return -1;
     }
     return 0;
@@ -1656,7 +1649,7 @@ int ca_verify_leaf(ca *authority, const char *chain_pem, int64_t now_ms, char **
     size_t chain_count = 0;
     if (chain_pem == NULL || parse_certs(chain_pem, strlen(chain_pem), &chain, &chain_count) != 0 ||
         chain_count == 0) {
-        set_error(error, error_size, "cannot parse the presented certificate chain");
+        openssl_error_text(error, error_size, "cannot parse the presented certificate chain");
         return -1;
     }
     int result = -1;
@@ -1680,16 +1673,17 @@ int ca_verify_leaf(ca *authority, const char *chain_pem, int64_t now_ms, char **
         ok = sk_X509_push(untrusted, authority->old_issuers[i]) > 0;
     }
     if (!ok) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
     } else if (X509_STORE_CTX_init(context, store, chain[0], untrusted) != 1) {
-        set_error(error, error_size, "cannot set up certificate verification");
+        openssl_error_text(error, error_size, "cannot set up certificate verification");
     } else {
         X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(context), ms_to_s(now_ms));
         if (X509_verify_cert(context) != 1) {
-            set_error(error, error_size, "the certificate does not verify: %s",
-                      X509_verify_cert_error_string(X509_STORE_CTX_get_error(context)));
+            openssl_error_text(error, error_size, "the certificate does not verify: %s",
+                               X509_verify_cert_error_string(X509_STORE_CTX_get_error(context)));
         } else if (X509_check_ca(chain[0]) != 0) {
-            set_error(error, error_size, "the presented certificate is a CA, not a workload");
+            openssl_error_text(error, error_size,
+                               "the presented certificate is a CA, not a workload");
         } else if ((uri = certificate_single_uri(chain[0], error, error_size)) != NULL &&
                    check_identity(authority->trust_domain, uri, NULL, error, error_size) == 0) {
             *identity = uri;
@@ -1769,7 +1763,7 @@ static int write_crl(BIO *bio, X509 *issuer, EVP_PKEY *key, const char *const *s
          X509_CRL_add1_ext_i2d(crl, NID_crl_number, number, 0, 0) == 1 && X509_CRL_sort(crl) == 1 &&
          X509_CRL_sign(crl, key, digest_for(key)) > 0 && PEM_write_bio_X509_CRL(bio, crl) == 1;
     if (!ok) {
-        set_error(error, error_size, "cannot build the CRL");
+        openssl_error_text(error, error_size, "cannot build the CRL");
     }
     ASN1_INTEGER_free(number);
     ASN1_TIME_free(now);
@@ -1784,13 +1778,13 @@ char *ca_crl_pem(ca *authority, const char *const *serials, size_t count, int64_
     ERR_clear_error();
     for (size_t i = 0; i < count; i++) {
         if (!is_serial_hex(serials[i])) {
-            set_error(error, error_size, "serials[%zu] is not a hex serial number", i);
+            openssl_error_text(error, error_size, "serials[%zu] is not a hex serial number", i);
             return NULL;
         }
     }
     BIO *bio = BIO_new(BIO_s_mem());
     if (bio == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         return NULL;
     }
     pthread_mutex_lock(&authority->lock);
@@ -1805,7 +1799,7 @@ char *ca_crl_pem(ca *authority, const char *const *serials, size_t count, int64_
     pthread_mutex_unlock(&authority->lock);
     char *pem = result == 0 ? memory_bio_text(bio) : NULL;
     if (result == 0 && pem == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
     }
     BIO_free(bio);
     return pem;
@@ -1868,7 +1862,7 @@ static X509 *load_cert(const char *path, char *error, size_t error_size)
     size_t count = 0;
     X509 *cert = NULL;
     if (parse_certs(data, length, &certs, &count) != 0 || count != 1) {
-        set_error(error, error_size, "%s must hold exactly one PEM certificate", path);
+        openssl_error_text(error, error_size, "%s must hold exactly one PEM certificate", path);
     } else {
         cert = certs[0];
         count = 0;
@@ -1890,7 +1884,8 @@ static EVP_PKEY *load_key(const char *path, char *error, size_t error_size)
     size_t count = 0;
     EVP_PKEY *key = NULL;
     if (parse_keys(data, length, &keys, &count) != 0 || count != 1) {
-        set_error(error, error_size, "%s must hold exactly one unencrypted PEM private key", path);
+        openssl_error_text(error, error_size,
+                           "%s must hold exactly one unencrypted PEM private key", path);
     } else {
         key = keys[0];
         count = 0;
@@ -1915,8 +1910,8 @@ static int load_pair(const char *cert_path, const char *key_path, X509 **cert, E
         return -1;
     }
     if (X509_check_private_key(*cert, *key) != 1) {
-        set_error(error, error_size, "%s does not match the certificate in %s", key_path,
-                  cert_path);
+        openssl_error_text(error, error_size, "%s does not match the certificate in %s", key_path,
+                           cert_path);
         X509_free(*cert);
         EVP_PKEY_free(*key);
         *cert = NULL;
@@ -1933,15 +1928,15 @@ static int check_hierarchy(X509 *root, X509 *issuer, const char *root_name, cons
     EVP_PKEY *root_public = X509_get0_pubkey(root);
     if (X509_check_ca(root) == 0 || root_public == NULL || X509_verify(root, root_public) != 1 ||
         X509_NAME_cmp(X509_get_subject_name(root), X509_get_issuer_name(root)) != 0) {
-        set_error(error, error_size, "%s is not a self-signed CA certificate", root_name);
+        openssl_error_text(error, error_size, "%s is not a self-signed CA certificate", root_name);
         return -1;
     }
     if (X509_check_ca(issuer) == 0) {
-        set_error(error, error_size, "%s is not a CA certificate", issuer_name);
+        openssl_error_text(error, error_size, "%s is not a CA certificate", issuer_name);
         return -1;
     }
     if (X509_check_issued(root, issuer) != X509_V_OK || X509_verify(issuer, root_public) != 1) {
-        set_error(error, error_size, "%s is not signed by %s", issuer_name, root_name);
+        openssl_error_text(error, error_size, "%s is not signed by %s", issuer_name, root_name);
         return -1;
     }
     return 0;
@@ -1962,7 +1957,7 @@ static int load_previous(ca *authority, char *error, size_t error_size)
     size_t length = 0;
     size_t key_length = 0;
     if (cert_path == NULL || key_path == NULL || root_path == NULL || retire_path == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         goto done;
     }
     int certs_found = read_file(cert_path, false, true, &certs_text, &length, error, error_size);
@@ -1983,15 +1978,16 @@ static int load_previous(ca *authority, char *error, size_t error_size)
             free_cert_array(authority->old_issuers, authority->old_issuer_count);
             authority->old_issuers = NULL;
             authority->old_issuer_count = 0;
-            set_error(error, error_size, "%s and %s do not hold matching certificates and keys",
-                      cert_path, key_path);
+            openssl_error_text(error, error_size,
+                               "%s and %s do not hold matching certificates and keys", cert_path,
+                               key_path);
             goto done;
         }
         for (size_t i = 0; i < key_count; i++) {
             if (X509_check_private_key(authority->old_issuers[i], authority->old_issuer_keys[i]) !=
                 1) {
-                set_error(error, error_size, "key %zu of %s does not match its certificate", i,
-                          key_path);
+                openssl_error_text(error, error_size,
+                                   "key %zu of %s does not match its certificate", i, key_path);
                 goto done;
             }
         }
@@ -2006,14 +2002,14 @@ static int load_previous(ca *authority, char *error, size_t error_size)
             parse_certs(roots_text, length, &authority->old_roots, &authority->old_root_count) !=
                 0) {
             if (retire_text != NULL) {
-                set_error(error, error_size, "%s does not parse", root_path);
+                openssl_error_text(error, error_size, "%s does not parse", root_path);
             }
             goto done;
         }
         authority->old_root_retire_ms =
             calloc(authority->old_root_count + 1, sizeof *authority->old_root_retire_ms);
         if (authority->old_root_retire_ms == NULL) {
-            set_error(error, error_size, "out of memory");
+            openssl_error_text(error, error_size, "out of memory");
             goto done;
         }
         char *cursor = retire_text;
@@ -2022,8 +2018,8 @@ static int load_previous(ca *authority, char *error, size_t error_size)
             errno = 0;
             long long value = strtoll(cursor, &end, 10);
             if (end == cursor || errno != 0 || (*end != '\n' && *end != '\0')) {
-                set_error(error, error_size, "%s: line %zu is not a time in ms", retire_path,
-                          i + 1);
+                openssl_error_text(error, error_size, "%s: line %zu is not a time in ms",
+                                   retire_path, i + 1);
                 goto done;
             }
             authority->old_root_retire_ms[i] = value;
@@ -2137,7 +2133,7 @@ static int save_state(const char *directory, const ca_state *state, bool root, b
     return result;
 fail:
     if (error != NULL && error_size > 0 && error[0] == '\0') {
-        set_error(error, error_size, "cannot encode the CA files");
+        openssl_error_text(error, error_size, "cannot encode the CA files");
     }
     free(text);
     free_secret(secret);
@@ -2159,7 +2155,7 @@ static int create_ca(ca *authority, const ca_options *options, char *error, size
             goto fail;
         }
         if (not_after_ms(state.issuer) <= options->now_ms) {
-            set_error(error, error_size, "%s has expired", options->issuer_cert);
+            openssl_error_text(error, error_size, "%s has expired", options->issuer_cert);
             goto fail;
         }
     } else {
@@ -2170,7 +2166,7 @@ static int create_ca(ca *authority, const ca_options *options, char *error, size
                 NULL ||
             (state.issuer = make_issuer(authority->trust_domain, state.issuer_key, state.root,
                                         state.root_key, options->now_ms)) == NULL) {
-            set_error(error, error_size, "cannot create the root and issuing CA");
+            openssl_error_text(error, error_size, "cannot create the root and issuing CA");
             goto fail;
         }
     }
@@ -2203,7 +2199,7 @@ static int load_ca(ca *authority, char *error, size_t error_size)
     int result = -1;
     if (td_path == NULL || root_cert == NULL || root_key == NULL || issuer_cert == NULL ||
         issuer_key == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         goto done;
     }
     if (read_file(td_path, false, false, &recorded, &length, error, error_size) != 0) {
@@ -2211,8 +2207,9 @@ static int load_ca(ca *authority, char *error, size_t error_size)
     }
     recorded[strcspn(recorded, "\n")] = '\0';
     if (strcmp(recorded, authority->trust_domain) != 0) {
-        set_error(error, error_size, "the CA in %s was created for trust domain \"%s\", not \"%s\"",
-                  authority->directory, recorded, authority->trust_domain);
+        openssl_error_text(error, error_size,
+                           "the CA in %s was created for trust domain \"%s\", not \"%s\"",
+                           authority->directory, recorded, authority->trust_domain);
         goto done;
     }
     if (load_pair(root_cert, root_key, &authority->root, &authority->root_key, error, error_size) !=
@@ -2243,44 +2240,45 @@ int ca_open(const ca_options *options, ca **out, char *error, size_t error_size)
         error[0] = '\0';
     }
     if (options == NULL || options->directory == NULL || options->directory[0] == '\0') {
-        set_error(error, error_size, "no CA directory");
+        openssl_error_text(error, error_size, "no CA directory");
         return -1;
     }
     const char *trust_domain =
         options->trust_domain != NULL ? options->trust_domain : CA_DEFAULT_TRUST_DOMAIN;
     if (!spiffe_trust_domain_is_valid(trust_domain)) {
-        set_error(error, error_size,
-                  "invalid trust domain \"%s\": expected 1..255 characters of [a-z0-9.-]",
-                  trust_domain);
+        openssl_error_text(error, error_size,
+                           "invalid trust domain \"%s\": expected 1..255 characters of [a-z0-9.-]",
+                           trust_domain);
         return -1;
     }
     int plugins = (options->root_cert != NULL) + (options->root_key != NULL) +
                   (options->issuer_cert != NULL) + (options->issuer_key != NULL);
     if (plugins != 0 && plugins != 4) {
-        set_error(error, error_size,
-                  "a plug-in CA needs all four files (root_cert, root_key, issuer_cert, "
-                  "issuer_key) or none");
+        openssl_error_text(error, error_size,
+                           "a plug-in CA needs all four files (root_cert, root_key, issuer_cert, "
+                           "issuer_key) or none");
         return -1;
     }
     if (mkdir(options->directory, 0700) != 0 && errno != EEXIST) {
-        set_error(error, error_size, "cannot create %s: %s", options->directory, strerror(errno));
+        openssl_error_text(error, error_size, "cannot create %s: %s", options->directory,
+                           strerror(errno));
         return -1;
     }
     struct stat st;
     if (stat(options->directory, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        set_error(error, error_size, "%s is not a directory", options->directory);
+        openssl_error_text(error, error_size, "%s is not a directory", options->directory);
         return -1;
     }
     ca *authority = calloc(1, sizeof *authority);
     if (authority == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         return -1;
     }
     pthread_mutex_init(&authority->lock, NULL);
     authority->directory = strdup(options->directory);
     authority->trust_domain = strdup(trust_domain);
     if (authority->directory == NULL || authority->trust_domain == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         ca_close(authority);
         return -1;
     }
@@ -2294,14 +2292,14 @@ int ca_open(const ca_options *options, ca **out, char *error, size_t error_size)
     if (authority->p256_parameters == NULL || authority->p384_parameters == NULL ||
         authority->leaf_basic_constraints == NULL || authority->leaf_key_usage == NULL ||
         authority->leaf_key_usage_rsa == NULL || authority->leaf_extended_key_usage == NULL) {
-        set_error(error, error_size, "cannot set up the curves and leaf extensions");
+        openssl_error_text(error, error_size, "cannot set up the curves and leaf extensions");
         ca_close(authority);
         return -1;
     }
     /* Finish a committed change interrupted by a crash, or drop an uncommitted one. */
     char *journal_path = path_join(authority->directory, FILE_JOURNAL, "");
     if (journal_path == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         ca_close(authority);
         return -1;
     }
@@ -2314,7 +2312,7 @@ int ca_open(const ca_options *options, ca **out, char *error, size_t error_size)
     }
     char *root_path = path_join(authority->directory, FILE_ROOT_CERT, "");
     if (root_path == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         ca_close(authority);
         return -1;
     }
@@ -2432,7 +2430,7 @@ static int rotate(ca *authority, bool new_root, int64_t now_ms, char *error, siz
     int result = -1;
     if (previous_issuers_after(authority, now_ms, &state) != 0 ||
         previous_roots_alloc(authority, 1, &state) != 0) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         goto done;
     }
     if (new_root) {
@@ -2450,7 +2448,7 @@ static int rotate(ca *authority, bool new_root, int64_t now_ms, char *error, siz
         state.root_key = generate_p256();
         if (state.root_key == NULL ||
             (state.root = make_root(authority->trust_domain, state.root_key, now_ms)) == NULL) {
-            set_error(error, error_size, "cannot create a new root");
+            openssl_error_text(error, error_size, "cannot create a new root");
             goto done;
         }
     } else {
@@ -2462,7 +2460,7 @@ static int rotate(ca *authority, bool new_root, int64_t now_ms, char *error, siz
     if (state.issuer_key == NULL ||
         (state.issuer = make_issuer(authority->trust_domain, state.issuer_key, state.root,
                                     state.root_key, now_ms)) == NULL) {
-        set_error(error, error_size, "cannot create a new issuing CA");
+        openssl_error_text(error, error_size, "cannot create a new issuing CA");
         goto done;
     }
     if (save_state(authority->directory, &state, new_root, true, NULL, error, error_size) != 0 ||

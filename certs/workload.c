@@ -5,6 +5,7 @@
 #include "workload.h"
 
 #include "memory_text.h"
+#include "openssl_error.h"
 #include "spiffe.h"
 
 #include <openssl/err.h>
@@ -13,33 +14,10 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static void set_error(char *error, size_t error_size, const char *format, ...)
-{
-    if (error == NULL || error_size == 0) {
-        return;
-    }
-    va_list args;
-    va_start(args, format);
-    vsnprintf(error, error_size, format, args);
-    va_end(args);
-    /* Append OpenSSL's first queued reason, if any. */
-    unsigned long code = ERR_get_error();
-    if (code != 0) {
-        size_t used = strlen(error);
-        if (used + 3 < error_size) {
-            char reason[256];
-            ERR_error_string_n(code, reason, sizeof reason);
-            snprintf(error + used, error_size - used, " (%s)", reason);
-        }
-    }
-    ERR_clear_error();
-}
 
 int workload_generate_key(char **key_pem, char *error, size_t error_size)
 {
@@ -47,15 +25,15 @@ int workload_generate_key(char **key_pem, char *error, size_t error_size)
     ERR_clear_error();
     EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     if (key == NULL) {
-        set_error(error, error_size, "cannot generate a P-256 key");
+        openssl_error_text(error, error_size, "cannot generate a P-256 key");
         return -1;
     }
     BIO *bio = BIO_new(BIO_s_mem());
     int result = -1;
     if (bio == NULL || PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) != 1) {
-        set_error(error, error_size, "cannot encode the private key");
+        openssl_error_text(error, error_size, "cannot encode the private key");
     } else if ((*key_pem = memory_bio_text(bio)) == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
     } else {
         result = 0;
     }
@@ -81,7 +59,7 @@ int workload_build_csr(const char *key_pem, const char *identity, char **csr_pem
     spiffe_id id;
     char message[256];
     if (spiffe_parse(identity, &id, message, sizeof message) != 0) {
-        set_error(error, error_size, "%s", message);
+        openssl_error_text(error, error_size, "%s", message);
         return -1;
     }
     int result = -1;
@@ -91,7 +69,7 @@ int workload_build_csr(const char *key_pem, const char *identity, char **csr_pem
     STACK_OF(X509_EXTENSION) *extensions = NULL;
     BIO *bio = BIO_new_mem_buf(key_pem, -1);
     if (bio == NULL || (key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)) == NULL) {
-        set_error(error, error_size, "cannot read the private key PEM");
+        openssl_error_text(error, error_size, "cannot read the private key PEM");
         goto done;
     }
     BIO_free(bio);
@@ -99,13 +77,13 @@ int workload_build_csr(const char *key_pem, const char *identity, char **csr_pem
     request = X509_REQ_new();
     if (request == NULL || X509_REQ_set_version(request, X509_REQ_VERSION_1) != 1 ||
         X509_REQ_set_pubkey(request, key) != 1) {
-        set_error(error, error_size, "cannot build the CSR");
+        openssl_error_text(error, error_size, "cannot build the CSR");
         goto done;
     }
     X509_NAME *subject = X509_REQ_get_subject_name(request);
     if (X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8, (const unsigned char *)id.service,
                                    -1, -1, 0) != 1) {
-        set_error(error, error_size, "cannot set the CSR subject");
+        openssl_error_text(error, error_size, "cannot set the CSR subject");
         goto done;
     }
     names = GENERAL_NAMES_new();
@@ -115,33 +93,33 @@ int workload_build_csr(const char *key_pem, const char *identity, char **csr_pem
         ASN1_STRING_set(uri, identity, (int)strlen(identity)) != 1) {
         GENERAL_NAME_free(name);
         ASN1_IA5STRING_free(uri);
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         goto done;
     }
     GENERAL_NAME_set0_value(name, GEN_URI, uri);
     if (sk_GENERAL_NAME_push(names, name) <= 0) {
         GENERAL_NAME_free(name);
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         goto done;
     }
     extensions = sk_X509_EXTENSION_new_null();
     if (extensions == NULL ||
         X509V3_add1_i2d(&extensions, NID_subject_alt_name, names, 0, X509V3_ADD_DEFAULT) != 1 ||
         X509_REQ_add_extensions(request, extensions) != 1) {
-        set_error(error, error_size, "cannot add the SAN to the CSR");
+        openssl_error_text(error, error_size, "cannot add the SAN to the CSR");
         goto done;
     }
     if (X509_REQ_sign(request, key, digest_for(key)) <= 0) {
-        set_error(error, error_size, "cannot sign the CSR");
+        openssl_error_text(error, error_size, "cannot sign the CSR");
         goto done;
     }
     bio = BIO_new(BIO_s_mem());
     if (bio == NULL || PEM_write_bio_X509_REQ(bio, request) != 1) {
-        set_error(error, error_size, "cannot encode the CSR");
+        openssl_error_text(error, error_size, "cannot encode the CSR");
         goto done;
     }
     if ((*csr_pem = memory_bio_text(bio)) == NULL) {
-        set_error(error, error_size, "out of memory");
+        openssl_error_text(error, error_size, "out of memory");
         goto done;
     }
     result = 0;
@@ -179,13 +157,13 @@ int workload_certificate_times(const char *cert_pem, int64_t *not_before_ms, int
     X509 *cert = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
     BIO_free(bio);
     if (cert == NULL) {
-        set_error(error, error_size, "cannot read the certificate PEM");
+        openssl_error_text(error, error_size, "cannot read the certificate PEM");
         return -1;
     }
     int result = 0;
     if (!asn1_time_ms(X509_get0_notBefore(cert), not_before_ms) ||
         !asn1_time_ms(X509_get0_notAfter(cert), not_after_ms)) {
-        set_error(error, error_size, "cannot read the certificate validity");
+        openssl_error_text(error, error_size, "cannot read the certificate validity");
         result = -1;
     }
     X509_free(cert);
