@@ -28,6 +28,7 @@
  */
 #include "data_path.h"
 
+#include "error_text.h"
 #include "http_codec.h"
 #include "router.h"
 
@@ -1504,6 +1505,56 @@ static void accept_connection(struct evconnlistener *listener, evutil_socket_t f
 
 /* ---- listeners ---- */
 
+/* The socket address a listener binds; 0, or -1 when its address is not a
+ * numeric IPv4 or IPv6 address. */
+static int listener_address(const proxy_listener *wanted, struct sockaddr_storage *address,
+                            socklen_t *length)
+{
+    memset(address, 0, sizeof(*address));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)address;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)address;
+    if (inet_pton(AF_INET, wanted->address, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(wanted->port);
+        *length = sizeof(*v4);
+    } else if (inet_pton(AF_INET6, wanted->address, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(wanted->port);
+        *length = sizeof(*v6);
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+int data_path_check_listeners(const proxy_config *config, char *error, size_t error_size)
+{
+    for (size_t i = 0; config != NULL && i < config->listener_count; i++) {
+        const proxy_listener *wanted = &config->listeners[i];
+        struct sockaddr_storage address;
+        socklen_t length;
+        if (listener_address(wanted, &address, &length) != 0) {
+            error_text(error, error_size, "listener \"%s\": %s is not a numeric address",
+                       wanted->name, wanted->address);
+            return -1;
+        }
+        int fd = socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int on = 1;
+        bool bound = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == 0 &&
+                     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) == 0 &&
+                     bind(fd, (struct sockaddr *)&address, length) == 0;
+        int reason = errno;
+        if (fd >= 0)
+            close(fd);
+        if (!bound) {
+            error_text(error, error_size, "listener \"%s\": cannot bind %s:%u: %s", wanted->name,
+                       wanted->address, wanted->port, strerror(reason));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static listener_socket *open_listener(worker *self, const proxy_listener *wanted, char *error,
                                       size_t error_size)
 {
@@ -1517,19 +1568,8 @@ static listener_socket *open_listener(worker *self, const proxy_listener *wanted
     entry->port = wanted->port;
     entry->owner = self;
     struct sockaddr_storage address;
-    memset(&address, 0, sizeof(address));
     socklen_t length;
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&address;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&address;
-    if (inet_pton(AF_INET, wanted->address, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons(wanted->port);
-        length = sizeof(*v4);
-    } else if (inet_pton(AF_INET6, wanted->address, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons(wanted->port);
-        length = sizeof(*v6);
-    } else {
+    if (listener_address(wanted, &address, &length) != 0) {
         snprintf(error, error_size, "%s %s:%u: not a numeric address", wanted->name,
                  wanted->address, wanted->port);
         free(entry);

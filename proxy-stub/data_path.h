@@ -42,6 +42,13 @@ void data_path_apply(data_path *path, proxy_config *config);
  * first one. Thread-safe. */
 proxy_config *data_path_current(data_path *path);
 
+/* Whether every listener of config can be bound here: each address is bound
+ * once, as the workers bind it (SO_REUSEADDR, SO_REUSEPORT, so the proxy's own
+ * open listeners do not count as taken), and let go at once. Returns 0, or
+ * -1 with the first failure in error ("listener \"outbound\": cannot bind
+ * 127.0.0.1:15001: Address already in use"). Thread-safe. */
+int data_path_check_listeners(const proxy_config *config, char *error, size_t error_size);
+
 /* Stops the workers, closes every connection and frees the data path. */
 void data_path_stop(data_path *path);
 

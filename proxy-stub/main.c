@@ -33,7 +33,15 @@ static void apply_config(proxy_config *config, void *context)
              (unsigned long long)generation, listeners, clusters);
 }
 
-/* A worker could not open listeners of the applied configuration. */
+/* xDS client thread: before a snapshot is ACKed, its listeners must bind. */
+static int check_config(const proxy_config *config, void *context, char *error, size_t error_size)
+{
+    (void)context;
+    return data_path_check_listeners(config, error, error_size);
+}
+
+/* A worker could not open listeners of the applied configuration (bound
+ * moments before by check_config: another process took the port since). */
 static void listener_failure(const char *reason, void *context)
 {
     (void)context;
@@ -116,6 +124,7 @@ int main(int argc, char **argv)
         .inbound_port = options.inbound_port,
         .outbound_port = options.outbound_port,
         .state_dir = options.state_dir[0] ? options.state_dir : NULL,
+        .check = check_config,
     };
     runtime.client =
         xds_client_start(&client_options, apply_config, &runtime, error, sizeof(error));

@@ -176,6 +176,7 @@ struct xds_client {
     uint16_t app_port, inbound_port, outbound_port;
     char *state_path; /* <state_dir>/xds-state.pb, NULL without a state_dir */
     xds_client_apply_fn apply;
+    int (*check)(const proxy_config *config, void *context, char *error, size_t error_size);
     void *context;
 
     bool grpc_initialized;
@@ -909,6 +910,13 @@ static void handle_response(xds_client *client, const delta_response *response)
                 if (error[0] == '\0')
                     error_text(error, sizeof(error), "the snapshot could not be built");
                 result = -1;
+            } else if (client->check != NULL &&
+                       client->check(config, client->context, error, sizeof(error)) != 0) {
+                if (error[0] == '\0')
+                    error_text(error, sizeof(error), "the snapshot cannot be applied");
+                proxy_config_release(config);
+                config = NULL;
+                result = -1;
             }
         }
         name_set_clear(&clusters);
@@ -1329,6 +1337,7 @@ xds_client *xds_client_start(const xds_client_options *options, xds_client_apply
     atomic_init(&client->stopping, false);
     atomic_init(&client->wake_pending, false);
     client->apply = apply;
+    client->check = options->check;
     client->context = context;
     client->app_port = options->app_port;
     client->inbound_port = options->inbound_port;

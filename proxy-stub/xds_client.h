@@ -33,6 +33,12 @@ typedef struct xds_client_options {
     uint16_t inbound_port;      /* atrium.inbound_port */
     uint16_t outbound_port;     /* atrium.outbound_port */
     const char *state_dir;      /* NULL: no saved state */
+    /* Asked on the client's thread, with the context given to
+     * xds_client_start, whether a snapshot built from a response can be
+     * applied (say, whether its listeners can be bound): 0 when it can, else
+     * -1 with the reason in error, and the response is NACKed with it. NULL:
+     * every snapshot that builds is applied. */
+    int (*check)(const proxy_config *config, void *context, char *error, size_t error_size);
 } xds_client_options;
 
 /* Called on the client's thread with each new snapshot; the callee receives

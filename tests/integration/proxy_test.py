@@ -1175,6 +1175,60 @@ class ProxyTest:
         raise Skip("nothing the REST API accepts is refused by the proxy: ACKed %s; an "
                    "endpoint hostname is refused by atriumd (400)" % "; ".join(tried))
 
+    def test_listener_bind_nack(self):
+        """A second proxy whose outbound port another process holds: its
+        Listener response is NACKed with the bind error, as Envoy does, and
+        nothing of it is applied."""
+        mesh = self.mesh
+        node = NODE_ID + "-bind"
+        outbound, inbound, admin = free_ports(3)
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        state_dir = tempfile.mkdtemp(dir=mesh.work)
+        log_path = os.path.join(mesh.work, "proxy-bind.log")
+        process = None
+        try:
+            holder.bind(("127.0.0.1", outbound))
+            holder.listen(1)
+            with open(log_path, "ab") as log:
+                process = subprocess.Popen(
+                    [mesh.proxy_path, "--service", "web", "--app-port", str(self.app.port),
+                     "--node", node, "--xds", "127.0.0.1:%d" % mesh.xds_port,
+                     "--outbound-port", str(outbound), "--inbound-port", str(inbound),
+                     "--admin-port", str(admin), "--state-dir", state_dir],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    cwd=mesh.work, env=mesh.proxy_env)
+            mesh.processes.append(process)
+
+            def nacked():
+                for proxy in mesh.api("GET", "/v1/proxies")["proxies"]:
+                    if proxy["node_id"] == node:
+                        for entry in proxy["types"]:
+                            if "cannot bind" in (entry.get("nack_message") or ""):
+                                return entry
+                return None
+            entry = wait_until(nacked, PROPAGATION_TIMEOUT, 0.1)
+            check(entry, "no NACK naming the bind failure for node %s within %d s: %s" % (
+                node, PROPAGATION_TIMEOUT,
+                [p for p in mesh.api("GET", "/v1/proxies")["proxies"] if p["node_id"] == node]))
+            message = entry["nack_message"]
+            check("Listener" in entry["type_url"], "the NACK is for %s" % entry["type_url"])
+            check("127.0.0.1:%d" % outbound in message and "Address already in use" in message,
+                  "the NACK does not name the address and the reason: %r" % message)
+            connection = http.client.HTTPConnection("127.0.0.1", admin, timeout=HTTP_TIMEOUT)
+            try:
+                connection.request("GET", "/config_dump")
+                dump = connection.getresponse()
+                text = dump.read().decode(errors="replace")
+            finally:
+                connection.close()
+            check(dump.status == 200 and '"outbound"' not in text,
+                  "the refused listener is in /config_dump (%d): %s" % (dump.status, text[:300]))
+            return message
+        finally:
+            if process is not None:
+                mesh.stop(process)
+            holder.close()
+
     def test_deregistration(self):
         mesh = self.mesh
         check(set(self.counts("echo", 8)) == {"a", "b"}, "echo is not served by a and b")
@@ -1305,6 +1359,8 @@ class ProxyTest:
             ("inbound listener forwards to the app port", self.test_inbound_listener),
             ("unappliable configuration NACKed, old one serves, proxy-status shows it",
              self.test_nack),
+            ("a listener that cannot be bound: NACKed with the bind error",
+             self.test_listener_bind_nack),
             ("deregistered endpoint gets no traffic after 1 s", self.test_deregistration),
             ("atriumd killed: the proxy keeps serving", self.test_atriumd_killed),
             ("atriumd restarted: the proxy resubscribes and follows changes",
