@@ -1335,7 +1335,9 @@ static int build_route_tables(builder *build)
 
 /* Checks the HTTP filters: ones we know (the router, last; RBAC) must decode,
  * an unknown one is an error unless it is optional (then it is skipped, as
- * Envoy does). */
+ * Envoy does). RBAC is accepted only without rules (then it allows every
+ * request, as in Envoy): atrium-proxy does not enforce rules yet, and serving
+ * an authorization policy unenforced would open what it closes. */
 static int check_http_filters(builder *build, const connection_manager_message *manager)
 {
     static const upstream_field discovered_config[] = {{5, "config_discovery"}};
@@ -1378,7 +1380,19 @@ static int check_http_filters(builder *build, const connection_manager_message *
             ProtobufCMessage *decoded = any_unpack(config, descriptor, detail, sizeof(detail));
             if (decoded == NULL)
                 return fail(build, "HTTP filter \"%s\": %s", filter->name, detail);
+            static const upstream_field enforcing[] = {{4, "matcher"}};
+            const Envoy__Extensions__Filters__Http__Rbac__V3__RBAC *policy =
+                descriptor == rbac
+                    ? (const Envoy__Extensions__Filters__Http__Rbac__V3__RBAC *)decoded
+                    : NULL;
+            bool enforces = policy != NULL && (policy->rules != NULL ||
+                                               UPSTREAM_FIELD_PRESENT(policy, enforcing) != NULL);
             protobuf_c_message_free_unpacked(decoded, NULL);
+            if (enforces)
+                return fail(build,
+                            "HTTP filter \"%s\": RBAC rules are not enforced by atrium-proxy "
+                            "yet: refused rather than served unenforced",
+                            filter->name);
         }
         router_seen = descriptor == router;
     }

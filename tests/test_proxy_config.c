@@ -103,6 +103,18 @@ static http_filter_message *rbac_filter(pool *memory)
     return http_filter(memory, "envoy.filters.http.rbac", pool_any(memory, &rbac.base));
 }
 
+/* An RBAC filter with rules (a DENY policy, no policies: denies nothing, but
+ * rules are rules). */
+static http_filter_message *rbac_filter_with_rules(pool *memory)
+{
+    Envoy__Config__Rbac__V3__RBAC rules = ENVOY__CONFIG__RBAC__V3__RBAC__INIT;
+    rules.action = ENVOY__CONFIG__RBAC__V3__RBAC__ACTION__DENY;
+    Envoy__Extensions__Filters__Http__Rbac__V3__RBAC rbac =
+        ENVOY__EXTENSIONS__FILTERS__HTTP__RBAC__V3__RBAC__INIT;
+    rbac.rules = &rules;
+    return http_filter(memory, "envoy.filters.http.rbac", pool_any(memory, &rbac.base));
+}
+
 /* translate_service's API listener for proxyless gRPC. */
 static listener_message *api_listener(pool *memory, const char *service)
 {
@@ -544,7 +556,7 @@ static void test_empty_set(void **state)
 }
 
 /* Variants that must be accepted: an optional unknown HTTP filter, RBAC
- * before the router, the router named without a config, the other LB
+ * without rules before the router, the router named without a config, the other LB
  * policies, generate_request_id false, timeouts 0 and under a millisecond. */
 static void test_accepted_variants(void **state)
 {
@@ -767,6 +779,15 @@ static void test_listener_rejections(void **state)
     assert_listener_rejected(&memory, listener,
                              "Listener \"outbound\": HTTP filter \"envoy.filters.http.rbac\" "
                              "comes after the router filter, which must be last");
+    set_http_filters(
+        &memory, manager,
+        (http_filter_message *[]){rbac_filter_with_rules(&memory), router_filter(&memory)}, 2);
+    listener = socket_listener(&memory, "outbound", "127.0.0.1", 15001,
+                               ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__OUTBOUND, manager);
+    assert_listener_rejected(&memory, listener,
+                             "Listener \"outbound\": HTTP filter \"envoy.filters.http.rbac\": "
+                             "RBAC rules are not enforced by atrium-proxy yet: refused rather "
+                             "than served unenforced");
     set_http_filters(&memory, manager, NULL, 0);
     listener = socket_listener(&memory, "outbound", "127.0.0.1", 15001,
                                ENVOY__CONFIG__CORE__V3__TRAFFIC_DIRECTION__OUTBOUND, manager);
