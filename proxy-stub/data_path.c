@@ -780,8 +780,8 @@ static int retry_on_new_connection(downstream *client)
     return 0;
 }
 
-/* Writes the response head downstream: the status line and the headers
- * without the hop-by-hop ones. */
+/* Writes the response head for the client into writer (not finished): the
+ * status line and the headers without the hop-by-hop ones. */
 static void write_response_head(downstream *client, const http_head *head, head_writer *writer)
 {
     int status = head->status >= 100 && head->status <= 999 ? head->status : 502;

@@ -516,7 +516,7 @@ static void *run_checkpoints(void *context)
 typedef enum connection_role {
     ROLE_WRITER,       /* the one connection that writes; sets up WAL */
     ROLE_READER,       /* read-only, pooled */
-    ROLE_CHECKPOINTER, /* copies the WAL into the database file (see below) */
+    ROLE_CHECKPOINTER, /* copies the WAL into the database file (see checkpoints) */
 } connection_role;
 
 static store_status connection_open(store *db, connection *conn, connection_role role,
