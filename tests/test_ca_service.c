@@ -106,13 +106,6 @@ static void release_client(void *client)
     ca_client_free(client);
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&pause, &pause) != 0 && errno == EINTR)
-        ;
-}
-
 static int remove_entry(const char *path, const struct stat *info, int flag, struct FTW *walk)
 {
     (void)info;
@@ -894,7 +887,7 @@ static int start_restarted(const char *data_dir, const char *log_path)
             server.restarted = 0;
             fail_msg("the restarted atriumd exited:\n%s", text ? text : "");
         }
-        sleep_ms(POLL_MS);
+        atriumd_fixture_sleep_ms(POLL_MS);
     }
     fail_msg("the restarted atriumd was not ready within %d ms", RESTART_WAIT_MS);
     return 0;
@@ -910,7 +903,7 @@ static void stop_restarted(void)
             server.restarted = 0;
             return;
         }
-        sleep_ms(POLL_MS);
+        atriumd_fixture_sleep_ms(POLL_MS);
     }
     kill(server.restarted, SIGKILL);
     waitpid(server.restarted, NULL, 0);

@@ -41,13 +41,6 @@ static struct {
     char *at_limit;  /* BODY_LIMIT bytes of JSON */
 } server;
 
-static void sleep_ms(long ms)
-{
-    struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&pause, &pause) != 0 && errno == EINTR)
-        ;
-}
-
 /* ---- HTTP ---------------------------------------------------------------------- */
 
 typedef struct response {
@@ -1097,7 +1090,7 @@ static bool writes_nothing(const char *method, const char *path, const char *bod
     reply = request("PUT", "/v1/services/still/policy", JSON_TYPE, "{}", NULL);
     assert_true(reply->status == 200 || reply->status == 201);
     done(reply);
-    sleep_ms(5); /* so that a heartbeat which writes moves expires_at_ms */
+    atriumd_fixture_sleep_ms(5); /* so that a heartbeat which writes moves expires_at_ms */
 
     json_t *before[PATH_COUNT];
     for (size_t p = 0; p < PATH_COUNT; p++) {
@@ -1535,7 +1528,7 @@ static void test_ttl(void **state)
         unhealthy = strcmp(string_of(reply->json, "health"), "unhealthy") == 0;
         done(reply);
         if (!unhealthy)
-            sleep_ms(200);
+            atriumd_fixture_sleep_ms(200);
     }
     assert_true(unhealthy);
 

@@ -44,6 +44,7 @@
 // clang-format on
 
 #include "atriumd_fixture.h"
+#include "clock.h"
 #include "proxy_config.h"
 #include "state_file.h"
 #include "xds_client.h"
@@ -90,20 +91,6 @@
     "\"prefix\": \"test-\"}]}, \"timeout_ms\": 1500}]}"
 
 /* ---- time ---- */
-
-static void sleep_ms(long ms)
-{
-    struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&pause, &pause) != 0 && errno == EINTR)
-        ;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
 
 /* ---- a TCP relay: the client's fixed target in front of changing atriumds ---- */
 
@@ -448,14 +435,14 @@ static void wait_status_at(int line, xds_client *client, status_check check, con
                            int limit_ms, const char *what)
 {
     xds_client_status status;
-    int64_t deadline = now_ms() + limit_ms;
+    int64_t deadline = clock_monotonic_ms() + limit_ms;
     for (;;) {
         xds_client_get_status(client, &status);
         if (check(&status, argument))
             return;
-        if (now_ms() > deadline)
+        if (clock_monotonic_ms() > deadline)
             break;
-        sleep_ms(20);
+        atriumd_fixture_sleep_ms(20);
     }
     print_error("line %d: not %s within %d ms\n", line, what, limit_ms);
     print_status(&status);
@@ -634,10 +621,10 @@ static xds_client_options client_options(void)
 /* Stops the scenario's client (bounded) and forgets its snapshots. */
 static void stop_client(void)
 {
-    int64_t started = now_ms();
+    int64_t started = clock_monotonic_ms();
     xds_client_stop(scenario.client);
     scenario.client = NULL;
-    int64_t took = now_ms() - started;
+    int64_t took = clock_monotonic_ms() - started;
     if (scenario.watch_ready) {
         watcher_destroy(&scenario.watch);
         scenario.watch_ready = false;
@@ -801,7 +788,7 @@ static void test_nack(void **state)
         fail_msg("last_nack does not name the route table and the reason");
     }
     /* Nothing applied: the previous snapshot keeps serving. */
-    sleep_ms(QUIET_MS);
+    atriumd_fixture_sleep_ms(QUIET_MS);
     assert_int_equal(applies_of(&scenario.watch), applies);
     xds_client_get_status(scenario.client, &after);
     assert_int_equal(after.generation, before.generation);
@@ -813,8 +800,8 @@ static void test_nack(void **state)
     /* GET /v1/proxies (atriumctl proxy-status) shows it. */
     const char *rds = proxy_resource_type_url(PROXY_RESOURCE_ROUTE);
     char shown[1024] = "";
-    int64_t deadline = now_ms() + PROXIES_WAIT_MS;
-    while (shown[0] == '\0' && now_ms() < deadline) {
+    int64_t deadline = clock_monotonic_ms() + PROXIES_WAIT_MS;
+    while (shown[0] == '\0' && clock_monotonic_ms() < deadline) {
         json_t *proxy = find_proxy(NODE_ID);
         const char *message = proxy ? proxy_nack_message(proxy, rds) : NULL;
         if (message != NULL)
@@ -825,7 +812,7 @@ static void test_nack(void **state)
         }
         json_decref(proxy);
         if (shown[0] == '\0')
-            sleep_ms(200);
+            atriumd_fixture_sleep_ms(200);
     }
     if (strcmp(shown, after.last_nack) != 0)
         fail_msg("GET /v1/proxies shows nack_message \"%s\" for %s, the client sent \"%s\"", shown,
@@ -910,7 +897,7 @@ static void test_saved_state(void **state)
     assert_false(status.connected);
     assert_int_equal(status.generation, 1);
     assert_true(status.versions[PROXY_RESOURCE_CLUSTER][0] != '\0');
-    sleep_ms(QUIET_MS);
+    atriumd_fixture_sleep_ms(QUIET_MS);
     xds_client_get_status(scenario.client, &status);
     assert_true(status.serving_saved_state);
     assert_false(status.connected);
@@ -932,7 +919,7 @@ static void test_reconnect(void **state)
     WAIT_STATUS(scenario.client, is_connected, NULL, RECONNECT_WAIT_MS, "reconnected");
 
     /* It sent the versions it holds: atriumd has nothing newer to send. */
-    sleep_ms(QUIET_MS);
+    atriumd_fixture_sleep_ms(QUIET_MS);
     xds_client_status status;
     xds_client_get_status(scenario.client, &status);
     if (status.responses != 0 || !status.serving_saved_state) {
@@ -950,9 +937,9 @@ static void test_reconnect(void **state)
         fail_msg("unexpected status after following a change");
     }
     json_t *proxy = NULL;
-    int64_t deadline = now_ms() + PROXIES_WAIT_MS;
-    while ((proxy = find_proxy(NODE_ID)) == NULL && now_ms() < deadline)
-        sleep_ms(200);
+    int64_t deadline = clock_monotonic_ms() + PROXIES_WAIT_MS;
+    while ((proxy = find_proxy(NODE_ID)) == NULL && clock_monotonic_ms() < deadline)
+        atriumd_fixture_sleep_ms(200);
     assert_non_null(proxy);
     assert_true(json_is_true(json_object_get(proxy, "connected")));
     json_decref(proxy);
@@ -1161,12 +1148,12 @@ static void test_backoff(void **state)
     xds_client *client = xds_client_start(&options, NULL, NULL, error, sizeof(error));
     if (client == NULL)
         fail_msg("xds_client_start: %s", error);
-    sleep_ms(BACKOFF_WATCH_MS);
+    atriumd_fixture_sleep_ms(BACKOFF_WATCH_MS);
     xds_client_status status;
     xds_client_get_status(client, &status);
-    int64_t started = now_ms();
+    int64_t started = clock_monotonic_ms();
     xds_client_stop(client);
-    int64_t took = now_ms() - started;
+    int64_t took = clock_monotonic_ms() - started;
     print_message("%llu attempts in %d ms; the last ended with %s\n",
                   (unsigned long long)status.connects, BACKOFF_WATCH_MS, status.last_stream_error);
     if (status.connects < 3 || status.connects > 5 || status.connected || status.responses != 0 ||

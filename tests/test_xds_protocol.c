@@ -29,6 +29,7 @@
 
 #include "any.h"
 #include "atriumd_fixture.h"
+#include "clock.h"
 #include "envoy/config/cluster/v3/cluster.pb-c.h"
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
@@ -90,20 +91,6 @@ typedef Envoy__Config__Route__V3__RouteConfiguration route_config_t;
 
 /* ---- time ------------------------------------------------------------------------ */
 
-static void sleep_ms(long ms)
-{
-    struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&pause, &pause) != 0 && errno == EINTR)
-        ;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 static double now_seconds(void)
 {
     struct timespec now;
@@ -114,7 +101,7 @@ static double now_seconds(void)
 /* Lets atriumd's debounced push of the last REST changes happen. */
 static void settle(void)
 {
-    sleep_ms(SETTLE_MS);
+    atriumd_fixture_sleep_ms(SETTLE_MS);
 }
 
 /* ---- the server ------------------------------------------------------------------ */
@@ -1017,7 +1004,7 @@ typedef struct delta_log {
 
 static void delta_collect(ads_stream *stream, delta_log *log)
 {
-    int64_t limit = now_ms() + COLLECT_LIMIT_MS;
+    int64_t limit = clock_monotonic_ms() + COLLECT_LIMIT_MS;
     delta_response_t *response;
     while ((response = delta_poll(stream, QUIET_MS)) != NULL) {
         if (log->count == sizeof(log->responses) / sizeof(log->responses[0]))
@@ -1031,7 +1018,7 @@ static void delta_collect(ads_stream *stream, delta_log *log)
         for (size_t i = 0; i < response->n_removed_resources; i++)
             names_add_unique(&log->removed[rank], response->removed_resources[i]);
         delta_ack(stream, response);
-        if (now_ms() > limit)
+        if (clock_monotonic_ms() > limit)
             fail_msg("responses kept coming for %d ms", COLLECT_LIMIT_MS);
     }
 }
@@ -1104,7 +1091,7 @@ static bool string_field_is(const json_t *object, const char *key, const char *e
 static void expect_proxy_status_at(int line, const char *node_id, const char *type_url,
                                    const char *acked, const char *nacked, const char *message)
 {
-    int64_t limit = now_ms() + STATUS_WAIT_MS;
+    int64_t limit = clock_monotonic_ms() + STATUS_WAIT_MS;
     char *last = NULL;
     for (;;) {
         json_t *status = proxy_type_status(node_id, type_url);
@@ -1118,9 +1105,9 @@ static void expect_proxy_status_at(int line, const char *node_id, const char *ty
             free(last);
             return;
         }
-        if (now_ms() > limit)
+        if (clock_monotonic_ms() > limit)
             break;
-        sleep_ms(100);
+        atriumd_fixture_sleep_ms(100);
     }
     print_error("line %d: GET /v1/proxies did not show node %s %s with acked_version %s, "
                 "nacked_version %s, nack_message %s within %d ms; last: %s\n",
@@ -1371,7 +1358,7 @@ static void test_sotw_root_secret(void **state)
     assert_non_null(
         strstr(secret->validation_context->crl->inline_string, "-----BEGIN X509 CRL-----"));
     sotw_ack(stream, response, NAMES("ROOTCA"));
-    sleep_ms(1500); /* the secret is refreshed once a second */
+    atriumd_fixture_sleep_ms(1500); /* the secret is refreshed once a second */
     SOTW_EXPECT_NONE(stream);
     assert_int_equal(ads_close(stream), GRPC_STATUS_OK);
 }

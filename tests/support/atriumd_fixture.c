@@ -36,7 +36,7 @@ static const char READY[] = "atriumd: ready";
 /* The pids started here and not yet reaped, for the atexit handler. */
 static pid_t running[MAX_RUNNING];
 
-static void sleep_ms(long ms)
+void atriumd_fixture_sleep_ms(long ms)
 {
     struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&pause, &pause) != 0 && errno == EINTR)
@@ -203,7 +203,7 @@ static int wait_until_ready(atriumd_fixture *fixture, char *error, size_t error_
             atriumd_fixture_print_log(fixture);
             return -1;
         }
-        sleep_ms(POLL_MS);
+        atriumd_fixture_sleep_ms(POLL_MS);
     }
     if (!valid_port(fixture->rest_port) || !valid_port(fixture->xds_port)) {
         error_text(error, error_size, "atriumd did not log ready and both ports within %d ms",
@@ -271,7 +271,7 @@ static int terminate(atriumd_fixture *fixture)
             fixture->pid = 0;
             return status;
         }
-        sleep_ms(POLL_MS);
+        atriumd_fixture_sleep_ms(POLL_MS);
     }
     fprintf(stderr, "atriumd did not stop within %d ms of SIGTERM; killing it\n", STOP_TIMEOUT_MS);
     kill_and_reap(fixture);

@@ -50,6 +50,9 @@ int atriumd_fixture_start(atriumd_fixture *out, const char *atriumd_path, const 
  * fixture (returns -1, prints nothing). */
 int atriumd_fixture_stop(atriumd_fixture *fixture);
 
+/* Sleeps ms milliseconds (resumed after signals): the tests' polling pause. */
+void atriumd_fixture_sleep_ms(long ms);
+
 /* Prints atriumd's log (its stderr so far) to stderr, whole. */
 void atriumd_fixture_print_log(const atriumd_fixture *fixture);
 
