@@ -11,6 +11,8 @@
 #include <string.h>
 
 static void set_error(char *error, size_t error_size, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_error(char *error, size_t error_size, const char *format, ...)
 {
     if (error == NULL || error_size == 0) {
         return;

@@ -14,6 +14,7 @@
 #include "yaml_json.h"
 
 #include <curl/curl.h>
+#include <stdarg.h>
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -60,11 +61,15 @@ static const char usage[] =
     "FILE is YAML or JSON; '-' reads standard input. Every command takes --help.\n"
     "Environment: ATRIUM_ADDR, ATRIUM_TOKEN.\n";
 
-static int fail(const char *format, const char *detail)
+static int fail(const char *format, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *format, ...)
 {
+    va_list arguments;
+    va_start(arguments, format);
     fprintf(stderr, "atriumctl: ");
-    fprintf(stderr, format, detail);
+    vfprintf(stderr, format, arguments);
     fprintf(stderr, "\n");
+    va_end(arguments);
     return 1;
 }
 
@@ -117,7 +122,7 @@ static const char *text_of(const json_t *object, const char *key, char *buffer, 
 static void print_table(const json_t *body, const char *key, const char *const *columns,
                         size_t count)
 {
-    table *out = table_new(count, columns);
+    text_table *out = table_new(count, columns);
     if (out == NULL)
         return;
     json_t *items = json_object_get(body, key);
@@ -151,7 +156,7 @@ static void print_proxies(const json_t *body)
 {
     static const char *const columns[] = {"NODE", "SERVICE", "PROTOCOL", "CONNECTED",
                                           "TYPE", "SENT",    "ACKED",    "NACK"};
-    table *out = table_new(8, columns);
+    text_table *out = table_new(8, columns);
     size_t index, type_index;
     json_t *proxy, *type;
     json_array_foreach(json_object_get(body, "proxies"), index, proxy)

@@ -6,15 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct table {
+struct text_table {
     size_t columns;
     size_t rows;  /* including the header row */
     char **cells; /* rows * columns */
 };
 
-table *table_new(size_t columns, const char *const *headers)
+text_table *table_new(size_t columns, const char *const *headers)
 {
-    table *created = calloc(1, sizeof(*created));
+    text_table *created = calloc(1, sizeof(*created));
     if (created == NULL)
         return NULL;
     created->columns = columns;
@@ -22,7 +22,7 @@ table *table_new(size_t columns, const char *const *headers)
     return created;
 }
 
-void table_add_row(table *table, const char *const *cells)
+void table_add_row(text_table *table, const char *const *cells)
 {
     char **grown = realloc(table->cells, (table->rows + 1) * table->columns * sizeof(char *));
     if (grown == NULL)
@@ -33,7 +33,7 @@ void table_add_row(table *table, const char *const *cells)
     table->rows++;
 }
 
-void table_print(const table *table, FILE *out)
+void table_print(const text_table *table, FILE *out)
 {
     size_t widths[32] = {0};
     for (size_t r = 0; r < table->rows; r++) {
@@ -55,7 +55,7 @@ void table_print(const table *table, FILE *out)
     }
 }
 
-void table_free(table *table)
+void table_free(text_table *table)
 {
     if (table == NULL)
         return;

@@ -7,14 +7,14 @@
 #include <stddef.h>
 #include <stdio.h>
 
-typedef struct table table;
+typedef struct text_table text_table;
 
 /* A table with the given column headers (copied). NULL when out of memory. */
-table *table_new(size_t columns, const char *const *headers);
+text_table *table_new(size_t columns, const char *const *headers);
 /* Appends a row of `columns` cells (copied; NULL prints as "-"). */
-void table_add_row(table *table, const char *const *cells);
+void table_add_row(text_table *table, const char *const *cells);
 /* Prints headers and rows, each column as wide as its widest cell. */
-void table_print(const table *table, FILE *out);
-void table_free(table *table);
+void table_print(const text_table *table, FILE *out);
+void table_free(text_table *table);
 
 #endif

@@ -4,6 +4,7 @@
  * stops them in reverse order.
  */
 #include "data_path.h"
+#include "file_limit.h"
 #include "log.h"
 #include "proxy_admin.h"
 #include "proxy_options.h"
@@ -84,6 +85,7 @@ int main(int argc, char **argv)
     log_level level = LOG_LEVEL_INFO;
     log_level_parse(options.log_level, &level);
     log_init("atrium-proxy", level);
+    log_info("open files: up to %lld", (long long)file_limit_raise());
 
     /* Signals are taken by sigwait below; every thread inherits the mask. */
     sigset_t stop_signals;

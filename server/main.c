@@ -7,6 +7,7 @@
 #include "admin_token.h"
 #include "ca_service.h"
 #include "clock.h"
+#include "file_limit.h"
 #include "log.h"
 #include "options.h"
 #include "store.h"
@@ -178,6 +179,7 @@ int main(int argc, char **argv)
     log_level_parse(options.log_level, &level);
     log_init("atriumd", level);
     signal(SIGPIPE, SIG_IGN);
+    log_info("open files: up to %lld", (long long)file_limit_raise());
 
     if (ensure_data_dir(options.data_dir, error, sizeof(error)) != 0) {
         log_error("%s", error);

@@ -16,6 +16,7 @@
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,12 +124,20 @@ static char *arena_text(arena *pool, const char *text)
     return copy;
 }
 
-static char *arena_printf(arena *pool, const char *format, const char *first, const char *second)
+static char *arena_printf(arena *pool, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+static char *arena_printf(arena *pool, const char *format, ...)
 {
-    int length = snprintf(NULL, 0, format, first, second);
+    va_list arguments;
+    va_start(arguments, format);
+    va_list again;
+    va_copy(again, arguments);
+    int length = vsnprintf(NULL, 0, format, arguments);
+    va_end(arguments);
     char *text = arena_alloc(pool, (size_t)length + 1);
     if (!pool->failed)
-        snprintf(text, (size_t)length + 1, format, first, second);
+        vsnprintf(text, (size_t)length + 1, format, again);
+    va_end(again);
     return text;
 }
 

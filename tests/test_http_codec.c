@@ -45,6 +45,7 @@ static void add_bytes(transcript *out, const char *bytes, size_t length)
     out->text[out->length] = '\0';
 }
 
+static void add(transcript *out, const char *format, ...) __attribute__((format(printf, 2, 3)));
 static void add(transcript *out, const char *format, ...)
 {
     char line[512];
@@ -213,7 +214,7 @@ static char *run_with_cuts(const run_options *options, const char *input, size_t
     http_codec_free(run.codec);
     free(run.body.text);
     if (run.out.text == NULL)
-        add(&run.out, "");
+        add_bytes(&run.out, "", 0);
     return run.out.text;
 }
 

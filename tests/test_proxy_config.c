@@ -1552,10 +1552,11 @@ static void test_thousand_services(void **state)
     assert_int_equal(table->virtual_host_count, SERVICES);
     char host[64];
     for (size_t s = 0; s < SERVICES; s++) {
-        static const char *const forms[] = {"service-%04zu", "SERVICE-%04zu.default",
-                                            "service-%04zu:8080"};
+        /* The forms a caller may write: name, NAME.namespace, name:port. */
+        static const char *const prefixes[] = {"service-", "SERVICE-", "service-"};
+        static const char *const suffixes[] = {"", ".default", ":8080"};
         for (size_t f = 0; f < 3; f++) {
-            int length = snprintf(host, sizeof(host), forms[f], s);
+            int length = snprintf(host, sizeof(host), "%s%04zu%s", prefixes[f], s, suffixes[f]);
             const proxy_virtual_host *found =
                 proxy_route_table_find_host(table, host, (size_t)length);
             assert_ptr_equal(found, &table->virtual_hosts[s]);

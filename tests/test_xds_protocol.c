@@ -143,15 +143,15 @@ static void forget(const void *pointer)
 
 /* ---- HTTP ------------------------------------------------------------------------ */
 
-typedef struct response {
+typedef struct rest_response {
     long status;
     json_t *json; /* the body when it is JSON, else NULL */
     char *text;   /* the raw body, NUL-terminated */
     size_t length;
     char content_type[128];
-} response;
+} rest_response;
 
-static void done(response *reply)
+static void done(rest_response *reply)
 {
     if (reply == NULL)
         return;
@@ -163,7 +163,7 @@ static void done(response *reply)
 
 static size_t on_body(char *data, size_t size, size_t count, void *context)
 {
-    response *reply = context;
+    rest_response *reply = context;
     size_t bytes = size * count;
     char *grown = realloc(reply->text, reply->length + bytes + 1);
     if (grown == NULL)
@@ -177,7 +177,7 @@ static size_t on_body(char *data, size_t size, size_t count, void *context)
 
 static size_t on_header(char *data, size_t size, size_t count, void *context)
 {
-    response *reply = context;
+    rest_response *reply = context;
     size_t length = size * count;
     static const char name[] = "Content-Type:";
     if (length > strlen(name) && strncasecmp(data, name, strlen(name)) == 0) {
@@ -194,9 +194,9 @@ static size_t on_header(char *data, size_t size, size_t count, void *context)
 }
 
 /* One request with the admin token; fails the test when the transfer fails. */
-static response *request(const char *method, const char *path, const char *body)
+static rest_response *request(const char *method, const char *path, const char *body)
 {
-    response *reply = calloc(1, sizeof(*reply));
+    rest_response *reply = calloc(1, sizeof(*reply));
     assert_non_null(reply);
     keep(reply, LIVE_RESPONSE);
     reply->text = calloc(1, 1);
@@ -254,7 +254,7 @@ static response *request(const char *method, const char *path, const char *body)
 
 static void write_at(int line, const char *method, const char *path, const char *body)
 {
-    response *reply = request(method, path, body);
+    rest_response *reply = request(method, path, body);
     if (reply->status != 200 && reply->status != 201) {
         print_error("line %d: %s %s answered %ld: %s\n", line, method, path, reply->status,
                     reply->text);
@@ -386,7 +386,7 @@ static void expect_empty_at(int line, const char *actual)
 /* Every service name (GET /v1/services) plus `extra` (the subset clusters). */
 static void service_names(names *out, const char *const *extra, size_t extra_count)
 {
-    response *reply = request("GET", "/v1/services", NULL);
+    rest_response *reply = request("GET", "/v1/services", NULL);
     assert_int_equal(reply->status, 200);
     json_t *items = json_object_get(reply->json, "services");
     assert_true(json_is_array(items));
@@ -1054,7 +1054,7 @@ static ProtobufCMessage *delta_log_find(const delta_log *log, const char *type_u
 /* The status of type_url for node_id in GET /v1/proxies (a new reference), or NULL. */
 static json_t *proxy_type_status(const char *node_id, const char *type_url)
 {
-    response *reply = request("GET", "/v1/proxies", NULL);
+    rest_response *reply = request("GET", "/v1/proxies", NULL);
     assert_int_equal(reply->status, 200);
     json_t *found = NULL;
     json_t *proxies = json_object_get(reply->json, "proxies");
@@ -1138,7 +1138,7 @@ static void close_everything(void)
             continue;
         live[i].pointer = NULL;
         if (live[i].kind == LIVE_RESPONSE) {
-            response *reply = pointer;
+            rest_response *reply = pointer;
             json_decref(reply->json);
             free(reply->text);
             free(reply);
