@@ -1018,6 +1018,25 @@ static EVP_PKEY *csr_public_key(const ca *authority, const csr_key_info *key_inf
     }
 }
 
+/* Whether the CSR is signed with a SHA-2 digest (SHA-256, SHA-384 or SHA-512).
+ * SHA-1 and older digests are refused: a chosen-prefix collision lets one
+ * CSR's signature stand for another (RFC 9155 deprecates them for TLS). */
+static bool csr_digest_accepted(const csr_request *request, char *error, size_t error_size)
+{
+    int digest = NID_undef, key_type = NID_undef;
+    const ASN1_OBJECT *algorithm = request->signature_algorithm->algorithm;
+    if (OBJ_find_sigid_algs(OBJ_obj2nid(algorithm), &digest, &key_type) == 1 &&
+        (digest == NID_sha256 || digest == NID_sha384 || digest == NID_sha512)) {
+        return true;
+    }
+    char name[80];
+    openssl_error_text(error, error_size,
+                       "the CSR's signature algorithm %s is not accepted (SHA-256, SHA-384 or "
+                       "SHA-512 with ECDSA or RSA)",
+                       object_name(algorithm, name, sizeof name));
+    return false;
+}
+
 /* Whether the CSR's signature verifies with key (the CSR's own), over the
  * CertificationRequestInfo as received, with the algorithm checks of
  * X509_REQ_verify (the signature algorithm must suit the key). */
@@ -1422,7 +1441,11 @@ int ca_sign_csr(ca *authority, const char *csr_pem, const char *expected_identit
     char *identity = NULL;
     char *service = NULL;
     X509 *leaf = NULL;
-    EVP_PKEY *key = csr_public_key(authority, request->info->key_info, error, error_size);
+    EVP_PKEY *key = NULL;
+    if (!csr_digest_accepted(request, error, error_size)) {
+        goto done;
+    }
+    key = csr_public_key(authority, request->info->key_info, error, error_size);
     if (key == NULL) {
         goto done;
     }

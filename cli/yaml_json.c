@@ -131,6 +131,11 @@ static json_t *load(yaml_parser_t *parser, char *error, size_t error_size)
         }
         case YAML_SEQUENCE_END_EVENT:
         case YAML_MAPPING_END_EVENT:
+            if (depth == 0) { /* libyaml pairs every end with a start; never trust it blindly */
+                snprintf(reason, sizeof(reason), "an end without a start");
+                failed = true;
+                break;
+            }
             depth--;
             free(stack[depth].pending_key);
             json_decref(stack[depth].container);

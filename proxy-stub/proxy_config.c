@@ -438,7 +438,7 @@ static int socket_address(builder *build, const char *field, const address_messa
                     (unsigned)socket->port_value);
     *port = (uint16_t)socket->port_value;
     numeric_socket_address(socket->address, *port, storage, storage_length);
-    strcpy(text, socket->address);
+    memcpy(text, socket->address, strlen(socket->address) + 1); /* < 64 bytes, checked above */
     return 0;
 }
 
@@ -693,7 +693,8 @@ static int build_load_assignment(builder *build, const proxy_resource *resource,
                     return fail(build, "%s: endpoint_name is not supported, only endpoint", field);
                 return fail(build, "%s has no endpoint", field);
             }
-            strcat(field, ".endpoint.address");
+            size_t used = strlen(field);
+            snprintf(field + used, sizeof(field) - used, ".endpoint.address");
             if (socket_address(build, field, source->endpoint->address, endpoint->address,
                                &endpoint->port, &endpoint->socket_address,
                                &endpoint->socket_address_length) != 0) {

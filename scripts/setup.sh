@@ -22,6 +22,8 @@ packages=(
   libcurl4-openssl-dev
   libyaml-dev
   clang
+  clang-format
+  clang-tidy
   libclang-rt-14-dev
   wrk
   libgrpc-dev

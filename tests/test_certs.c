@@ -199,8 +199,9 @@ typedef struct san {
     const char *value;
 } san;
 
-/* A CSR signed by key with the given SANs (built by hand, for the refusals). */
-static char *custom_csr(EVP_PKEY *key, const san *sans, size_t count)
+/* A CSR signed by key with the given SANs and digest (built by hand, for the refusals). */
+static char *custom_csr_with_digest(EVP_PKEY *key, const san *sans, size_t count,
+                                    const EVP_MD *digest)
 {
     X509_REQ *request = X509_REQ_new();
     assert_non_null(request);
@@ -221,7 +222,7 @@ static char *custom_csr(EVP_PKEY *key, const san *sans, size_t count)
     assert_int_equal(
         X509V3_add1_i2d(&extensions, NID_subject_alt_name, names, 0, X509V3_ADD_DEFAULT), 1);
     assert_int_equal(X509_REQ_add_extensions(request, extensions), 1);
-    assert_true(X509_REQ_sign(request, key, EVP_sha256()) > 0);
+    assert_true(X509_REQ_sign(request, key, digest) > 0);
     BIO *bio = BIO_new(BIO_s_mem());
     assert_int_equal(PEM_write_bio_X509_REQ(bio, request), 1);
     char *pem = memory_bio_text(bio);
@@ -230,6 +231,12 @@ static char *custom_csr(EVP_PKEY *key, const san *sans, size_t count)
     GENERAL_NAMES_free(names);
     X509_REQ_free(request);
     return pem;
+}
+
+/* The usual CSR: signed with SHA-256. */
+static char *custom_csr(EVP_PKEY *key, const san *sans, size_t count)
+{
+    return custom_csr_with_digest(key, sans, count, EVP_sha256());
 }
 
 /* The same CSR with one bit of its signature flipped. */
@@ -737,6 +744,34 @@ static void test_refusals(void **state)
     csr = custom_csr(key, NULL, 0);
     assert_refused(f, csr, NULL, 0, "0 subject alternative names");
     free(csr);
+    /* Digests weaker than SHA-256 are refused, whatever the key (SHA-384/512 are accepted). */
+    san one[] = {{GEN_URI, IDENTITY}};
+    csr = custom_csr_with_digest(key, one, 1, EVP_sha1());
+    assert_refused(f, csr, IDENTITY, 0, "signature algorithm ecdsa-with-SHA1 is not accepted");
+    free(csr);
+    csr = custom_csr_with_digest(key, one, 1, EVP_sha224());
+    assert_refused(f, csr, IDENTITY, 0, "is not accepted (SHA-256");
+    free(csr);
+    EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    assert_non_null(rsa);
+    csr = custom_csr_with_digest(rsa, one, 1, EVP_sha1());
+    assert_refused(f, csr, IDENTITY, 0, "RSA-SHA1 is not accepted");
+    free(csr);
+    EVP_PKEY_free(rsa);
+    const EVP_MD *strong[] = {EVP_sha384(), EVP_sha512()};
+    for (size_t i = 0; i < 2; i++) {
+        csr = custom_csr_with_digest(key, one, 1, strong[i]);
+        char *chain = NULL;
+        model_certificate record = {0};
+        char error[512] = "";
+        if (ca_sign_csr(f->authority, csr, IDENTITY, 0, f->now_ms, &chain, &record, error,
+                        sizeof error) != 0) {
+            fail_msg("digest %zu refused: %s", i, error);
+        }
+        model_certificate_clear(&record);
+        free(chain);
+        free(csr);
+    }
 
     /* Tampered signature. */
     char *good = make_csr(IDENTITY);
