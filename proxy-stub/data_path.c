@@ -30,13 +30,13 @@
 
 #include "error_text.h"
 #include "http_codec.h"
+#include "log.h"
 #include "router.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <netinet/tcp.h>
@@ -63,6 +63,21 @@
 #define MAX_IDLE_PER_ENDPOINT      256
 #define POOL_BUCKETS               256 /* power of two */
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define LISTEN_BACKLOG             1024
+/* Connections accepted per wake-up of a listener (level-triggered: the rest
+ * wake the loop again after the other events had their turn). */
+#define ACCEPT_BATCH 64
+/* Out of file descriptors: how long the listeners pause, and how often at
+ * most the failures are logged (with their count since the last line). */
+#define FD_EXHAUSTED_PAUSE_MS        100
+#define FD_EXHAUSTED_LOG_INTERVAL_MS 1000
+/* Connections accepted by worker 0 waiting for the worker they were handed to. */
+#define HANDOFF_CAPACITY 256
+/* The sweep that enforces the request-head and idle timeouts runs every
+ * 1/SWEEPS_PER_TIMEOUT of the shorter one, between these bounds. */
+#define SWEEPS_PER_TIMEOUT 8
+#define SWEEP_MIN_MS       10
+#define SWEEP_MAX_MS       1000
 
 typedef struct worker worker;
 typedef struct downstream downstream;
@@ -78,18 +93,35 @@ typedef struct socket_io {
     bool peer_closed; /* a read returned end of file */
     bool failed;      /* a read or a write failed */
     bool streaming;   /* the last read filled its space: read large */
+    /* The peer shut its side (EV_CLOSED): read on until end of file, since a
+     * short read no longer means the socket is empty (data and FIN may come
+     * with one edge). */
+    bool hangup;
+    /* The last read was short and so taken to have emptied the socket (no
+     * EAGAIN seen): see confirm_short_read. */
+    bool read_short;
 } socket_io;
 
-/* One listening socket of one worker. */
+/* One listening socket of the process, opened (without SO_REUSEPORT, so no
+ * other process can share its port) and accepted from by worker 0. */
 typedef struct listener_socket {
     char name[128];
     char address[64];
     uint16_t port;
-    struct evconnlistener *listener;
+    int fd;
+    struct event *event; /* EV_READ | EV_PERSIST, level-triggered */
     worker *owner;
     bool seen; /* still in the snapshot being applied */
     struct listener_socket *next;
 } listener_socket;
+
+/* A connection worker 0 accepted for another worker. */
+typedef struct handoff {
+    int fd;
+    socklen_t address_length;
+    struct sockaddr_storage address;
+    char listener_name[128];
+} handoff;
 
 /* Idle keep-alive connections to one endpoint. */
 typedef struct pool_entry {
@@ -143,6 +175,13 @@ struct downstream {
     bool retried;
     uint64_t start_us;
     int status;
+    uint32_t route_timeout_ms; /* armed once the whole request was received */
+    /* The timeouts' sweep (see sweep_connections): the worker's tick of the
+     * last I/O for this connection, and of the first byte of a head still
+     * incomplete (head_pending). */
+    uint64_t active_tick;
+    uint64_t head_started_tick;
+    bool head_pending;
     /* The request head, kept for one retry when a pooled connection turns
      * out closed (0: no retry possible). */
     char retry_head[1024];
@@ -184,7 +223,17 @@ struct worker {
     struct event *wake_event;
     struct event *reaper;
     proxy_config *config;
-    listener_socket *sockets;
+    listener_socket *sockets;    /* worker 0 only; changed under path->listeners_lock */
+    unsigned next_target;        /* worker 0: round robin of accepted connections */
+    struct event *accept_resume; /* worker 0: ends a pause of the listeners */
+    bool accepts_paused;
+    uint64_t fd_failures;           /* since the last log line */
+    uint64_t fd_failures_logged_ms; /* monotonic ms of that line (0: never) */
+    pthread_mutex_t handoff_lock;   /* guards the handoff ring */
+    handoff *handoffs;              /* HANDOFF_CAPACITY entries */
+    size_t handoff_first, handoff_count;
+    struct event *sweep; /* the timeouts' sweep, every path->sweep_ms */
+    uint64_t tick;       /* sweeps so far */
     downstream *clients; /* every open downstream connection */
     downstream *closed;  /* closed, to be freed by the reaper */
     pool_entry *pool[POOL_BUCKETS];
@@ -197,6 +246,11 @@ struct data_path {
     unsigned worker_count;
     pthread_mutex_t lock; /* guards current */
     proxy_config *current;
+    pthread_mutex_t listeners_lock; /* guards worker 0's list of sockets */
+    int reserve_fd;                 /* /dev/null, given up to shed a connection when out of fds */
+    uint32_t head_timeout_ms, idle_timeout_ms; /* 0: none */
+    uint32_t sweep_ms;                         /* 0: no sweep */
+    uint64_t head_timeout_ticks, idle_timeout_ticks;
     data_path_listener_failure on_failure;
     void *failure_context;
     atomic_bool stopping;
@@ -358,7 +412,8 @@ static int socket_io_open(socket_io *io, struct event_base *base, int fd,
     io->fd = fd;
     io->input = evbuffer_new();
     io->output = evbuffer_new();
-    io->event = event_new(base, fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST, callback, context);
+    io->event =
+        event_new(base, fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST | EV_CLOSED, callback, context);
     if (io->input == NULL || io->output == NULL || io->event == NULL ||
         event_add(io->event, NULL) != 0)
         return -1;
@@ -409,7 +464,7 @@ static void socket_io_read(socket_io *io, size_t limit)
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
-                io->unread = false;
+                io->unread = io->read_short = false;
             else
                 io->failed = true;
             return;
@@ -429,9 +484,10 @@ static void socket_io_read(socket_io *io, size_t limit)
         }
         evbuffer_commit_space(io->input, space, used);
         io->streaming = (size_t)got == reserved;
-        /* A short read emptied the socket: the next bytes bring a new edge. */
-        if ((size_t)got < reserved)
-            io->unread = false;
+        /* A short read emptied the socket: the next bytes bring a new edge
+         * (unless the peer closed: its end of file brings none). */
+        if ((size_t)got < reserved && !io->hangup)
+            io->unread = false, io->read_short = true;
     }
 }
 
@@ -443,8 +499,8 @@ static size_t socket_io_read_into(socket_io *io, char *buffer, size_t size)
     for (;;) {
         ssize_t got = raw_recv(io->fd, buffer, size);
         if (got > 0) {
-            if ((size_t)got < size)
-                io->unread = false; /* a short read emptied the socket */
+            if ((size_t)got < size && !io->hangup)
+                io->unread = false, io->read_short = true; /* a short read emptied the socket */
             return (size_t)got;
         }
         if (got == 0) {
@@ -455,11 +511,26 @@ static size_t socket_io_read_into(socket_io *io, char *buffer, size_t size)
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
-            io->unread = false;
+            io->unread = io->read_short = false;
         else
             io->failed = true;
         return 0;
     }
+}
+
+/* A short read is taken to have emptied the socket, which saves a read per
+ * request. But a reset that came with the data (EPOLLHUP, which libevent
+ * reports as plain EV_READ | EV_WRITE, without EV_CLOSED) brings no later
+ * edge: while a message is incomplete, the caller reads once more to see
+ * EAGAIN, or the reset or end of file that would otherwise go unseen until
+ * a timeout. Returns true (and marks the socket unread) when that read is due. */
+static bool confirm_short_read(socket_io *io)
+{
+    if (!io->read_short || io->unread || io->peer_closed || io->failed)
+        return false;
+    io->read_short = false;
+    io->unread = true;
+    return true;
 }
 
 /* Writes what the socket takes; the rest waits for the write edge. */
@@ -526,6 +597,7 @@ static void finish_request(downstream *client)
     client->retried = false;
     client->status = 0;
     client->retry_head_length = 0;
+    client->route_timeout_ms = 0;
 }
 
 /* Closes the connection now; the reaper frees it after this callback. */
@@ -1048,6 +1120,11 @@ static void upstream_progress(upstream *server)
     if (server->connected && evbuffer_get_length(client->io.output) <= HIGH_WATER)
         socket_io_read(io, HIGH_WATER);
     released = upstream_forward(server);
+    if (!released && server->connected && evbuffer_get_length(client->io.output) <= HIGH_WATER &&
+        confirm_short_read(io)) { /* the response is incomplete */
+        socket_io_read(io, HIGH_WATER);
+        released = upstream_forward(server);
+    }
     if (!released && (io->peer_closed || io->failed) &&
         (evbuffer_get_length(io->input) == 0 || io->failed)) {
         upstream_ended(server);
@@ -1061,7 +1138,9 @@ static void upstream_io(evutil_socket_t fd, short events, void *context)
 {
     (void)fd;
     upstream *server = context;
-    if (events & EV_READ)
+    if (events & EV_CLOSED)
+        server->io.hangup = true;
+    if (events & (EV_READ | EV_CLOSED))
         server->io.unread = true;
     upstream_progress(server);
 }
@@ -1101,14 +1180,24 @@ static void write_request_head(downstream *client, const http_head *head,
 {
     head_put(writer, head->method.data, head->method.length);
     head_put(writer, " ", 1);
-    head_put(writer, head->target.data, head->target.length);
+    /* Origin form (an absolute-form target loses its scheme and authority). */
+    if (head->path.length == 0 || head->path.data[0] == '?')
+        head_put(writer, "/", 1);
+    head_put(writer, head->path.data, head->path.length);
     head_put(writer, " HTTP/1.1\r\n", 11);
+    if (head->host_from_target) {
+        /* The authority replaces Host (RFC 9112 3.2.2): the one routed on. */
+        head_put(writer, "host: ", 6);
+        head_put(writer, head->host.data, head->host.length);
+        head_put(writer, "\r\n", 2);
+    }
     const http_text *forwarded_for = NULL;
     bool has_request_id = false;
     for (size_t i = 0; i < head->header_count; i++) {
         const http_header *header = &head->headers[i];
         const http_text *name = &header->name;
-        if (is_hop_by_hop(name) || name_is(name, "expect", 6))
+        if (is_hop_by_hop(name) || name_is(name, "expect", 6) ||
+            (head->host_from_target && name_is(name, "host", 4)))
             continue;
         if (name_is(name, "x-forwarded-for", 15)) {
             forwarded_for = &header->value;
@@ -1175,6 +1264,16 @@ static const struct timeval *route_timeout(worker *self, uint32_t milliseconds)
     }
     self->heap_timeout = (struct timeval){milliseconds / 1000, (milliseconds % 1000) * 1000};
     return &self->heap_timeout;
+}
+
+/* Starts the route timeout of the request in flight. As Envoy does, it runs
+ * from the end of the request, not its head: an upload is bounded by the
+ * idle timeout while its body moves, then the upstream has the route's
+ * timeout to answer. */
+static void start_route_timer(downstream *client)
+{
+    if (client->route_timeout_ms > 0 && client->server != NULL && !client->response_started)
+        evtimer_add(client->timeout, route_timeout(client->owner, client->route_timeout_ms));
 }
 
 /* The counters of a route's cluster: remembered per worker for the snapshot
@@ -1270,8 +1369,16 @@ static void start_request(downstream *client, const http_head *head)
         client->retry_head_length = writer.used;
     }
     send_or_queue(&server->io, writer.bytes, writer.used, !writer.spilled && server->connected);
-    if (routed.route->timeout_ms > 0)
-        evtimer_add(client->timeout, route_timeout(self, routed.route->timeout_ms));
+    client->route_timeout_ms = routed.route->timeout_ms;
+    if (client->state == REQUEST_DONE)
+        start_route_timer(client);
+}
+
+/* The whole request was received (its body ended). */
+static void request_received(downstream *client)
+{
+    client->state = REQUEST_DONE;
+    start_route_timer(client);
 }
 
 /* A request head was parsed: the request starts. */
@@ -1338,7 +1445,7 @@ static void process_requests(downstream *client)
             else
                 evbuffer_drain(input, consumed);
             if (event == HTTP_CODEC_MESSAGE_END)
-                client->state = REQUEST_DONE;
+                request_received(client);
             break;
         case HTTP_CODEC_ERROR:
         default:
@@ -1370,7 +1477,7 @@ static void read_requests_direct(downstream *client)
             if (client->server != NULL)
                 evbuffer_add(client->server->io.output, at, consumed);
             if (event == HTTP_CODEC_MESSAGE_END)
-                client->state = REQUEST_DONE;
+                request_received(client);
         } else if (event != HTTP_CODEC_NEED_MORE) {
             request_malformed(client);
             return;
@@ -1391,6 +1498,7 @@ static void downstream_progress(downstream *client)
         return;
     }
     client->in_progress = true;
+    client->active_tick = client->owner->tick; /* for the idle timeout */
     do {
         client->again = false;
         socket_io *io = &client->io;
@@ -1420,6 +1528,12 @@ static void downstream_progress(downstream *client)
             downstream_close(client);
             break;
         }
+        /* The request is incomplete: a short read is confirmed by one more. */
+        if (!client->closing &&
+            (client->state == REQUEST_BODY ||
+             (client->state == REQUEST_HEAD &&
+              (evbuffer_get_length(io->input) > 0 || http_codec_head_started(client->codec)))))
+            confirm_short_read(io);
         /* Bytes left in the kernel when the read stopped at its limit bring no
          * new edge: read again once the upstream took what was read. */
         if (io->unread && !client->closing && !io->peer_closed &&
@@ -1448,24 +1562,50 @@ static void downstream_progress(downstream *client)
         }
     } while (client->again && !client->closed);
     client->in_progress = false;
+    /* Part of a head waiting for the rest starts the request-head timeout
+     * (checked by the worker's sweep; a head read whole never gets here). */
+    bool partial_head =
+        !client->closed && !client->closing && client->state == REQUEST_HEAD &&
+        (evbuffer_get_length(client->io.input) > 0 || http_codec_head_started(client->codec));
+    if (partial_head && !client->head_pending)
+        client->head_started_tick = client->owner->tick;
+    client->head_pending = partial_head;
 }
 
 static void downstream_io(evutil_socket_t fd, short events, void *context)
 {
-    (void)fd;
     downstream *client = context;
-    if (events & EV_READ)
+    if (events & EV_CLOSED)
+        client->io.hangup = true;
+    if (events & (EV_READ | EV_CLOSED)) {
         client->io.unread = true;
+        /* While the upstream's output is full the client is not read, so a
+         * reset would go unnoticed until the upstream drains: ask the
+         * socket (a rare path: only when the upstream is slow). */
+        if (client->server != NULL && evbuffer_get_length(client->server->io.output) > HIGH_WATER) {
+            int error = 0;
+            socklen_t length = sizeof(error);
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error != 0)
+                client->io.failed = true;
+        }
+    }
     downstream_progress(client);
 }
 
-static void accept_connection(struct evconnlistener *listener, evutil_socket_t fd,
-                              struct sockaddr *address, int length, void *context)
+/* ---- accepting ---- */
+
+/* Wakes a worker: a new snapshot, connections handed to it, or stopping. */
+static void worker_signal(worker *self)
 {
-    (void)listener;
-    (void)length;
-    listener_socket *socket_entry = context;
-    worker *self = socket_entry->owner;
+    uint64_t one = 1;
+    ssize_t written = write(self->wake_fd, &one, sizeof(one));
+    (void)written; /* a full eventfd counter still wakes the worker */
+}
+
+/* Takes a new client connection into this worker's loop. */
+static void adopt_connection(worker *self, const char *listener_name, int fd,
+                             const struct sockaddr *address)
+{
     downstream *client = calloc(1, sizeof(*client));
     if (client == NULL) {
         close(fd);
@@ -1483,24 +1623,226 @@ static void accept_connection(struct evconnlistener *listener, evutil_socket_t f
         downstream_free(client);
         return;
     }
-    snprintf(client->listener_name, sizeof(client->listener_name), "%s", socket_entry->name);
+    snprintf(client->listener_name, sizeof(client->listener_name), "%s", listener_name);
     if (self->config != NULL)
         client->listener_config = proxy_config_retain(self->config);
     if (address->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)address)->sin_addr, client->peer,
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)address)->sin_addr, client->peer,
                   sizeof(client->peer));
     else if (address->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)address)->sin6_addr, client->peer,
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)address)->sin6_addr, client->peer,
                   sizeof(client->peer));
     else
         snprintf(client->peer, sizeof(client->peer), "unknown");
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    client->active_tick = self->tick;
     proxy_stats_downstream_connections(self->stats, 1);
     client->next = self->clients;
     if (client->next != NULL)
         client->next->previous = client;
     self->clients = client;
+}
+
+/* Queues a connection for target. Returns false when its queue is full;
+ * *was_empty tells whether target must be woken. */
+static bool handoff_push(worker *target, const char *listener_name, int fd,
+                         const struct sockaddr_storage *address, socklen_t length, bool *was_empty)
+{
+    pthread_mutex_lock(&target->handoff_lock);
+    bool queued = target->handoff_count < HANDOFF_CAPACITY;
+    if (queued) {
+        handoff *slot =
+            &target->handoffs[(target->handoff_first + target->handoff_count) % HANDOFF_CAPACITY];
+        slot->fd = fd;
+        slot->address_length = length;
+        memcpy(&slot->address, address, length);
+        snprintf(slot->listener_name, sizeof(slot->listener_name), "%s", listener_name);
+        *was_empty = target->handoff_count == 0;
+        target->handoff_count++;
+    }
+    pthread_mutex_unlock(&target->handoff_lock);
+    return queued;
+}
+
+/* Takes one queued connection out into *out; false when none is queued. */
+static bool handoff_pop(worker *self, handoff *out)
+{
+    pthread_mutex_lock(&self->handoff_lock);
+    bool found = self->handoff_count > 0;
+    if (found) {
+        *out = self->handoffs[self->handoff_first];
+        self->handoff_first = (self->handoff_first + 1) % HANDOFF_CAPACITY;
+        self->handoff_count--;
+    }
+    pthread_mutex_unlock(&self->handoff_lock);
+    return found;
+}
+
+/* Worker 0 accepted a connection: it goes to the workers in turn (kept when
+ * it is worker 0's turn, or the other's queue is full). */
+static void dispatch_connection(worker *self, const listener_socket *entry, int fd,
+                                const struct sockaddr_storage *address, socklen_t length)
+{
+    data_path *path = self->path;
+    worker *target = &path->workers[self->next_target++ % path->worker_count];
+    bool was_empty = false;
+    if (target != self && handoff_push(target, entry->name, fd, address, length, &was_empty)) {
+        if (was_empty)
+            worker_signal(target);
+        return;
+    }
+    adopt_connection(self, entry->name, fd, (const struct sockaddr *)address);
+}
+
+static void set_accepting(worker *self, bool accepting)
+{
+    self->accepts_paused = !accepting;
+    for (listener_socket *entry = self->sockets; entry != NULL; entry = entry->next) {
+        if (accepting)
+            event_add(entry->event, NULL);
+        else
+            event_del(entry->event);
+    }
+}
+
+static void resume_accepting(evutil_socket_t fd, short events, void *context)
+{
+    (void)fd;
+    (void)events;
+    set_accepting(context, true);
+}
+
+/* accept() found no file descriptor (EMFILE, ENFILE) or no kernel memory.
+ * Retrying at once would spin (the listener stays readable) and log
+ * millions of lines; instead: one waiting connection is accepted with the
+ * reserve descriptor and closed at once (its client learns now instead of
+ * waiting in the backlog), the listeners pause for FD_EXHAUSTED_PAUSE_MS,
+ * and a line is logged at most every FD_EXHAUSTED_LOG_INTERVAL_MS with the
+ * count of failures since the previous one. */
+static void accept_exhausted(worker *self, const listener_socket *entry, int error)
+{
+    data_path *path = self->path;
+    proxy_stats_accept_fd_exhausted(self->stats);
+    self->fd_failures++;
+    if (path->reserve_fd >= 0) {
+        close(path->reserve_fd);
+        int shed = accept4(entry->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (shed >= 0)
+            close(shed);
+        path->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    set_accepting(self, false);
+    struct timeval pause = {0, FD_EXHAUSTED_PAUSE_MS * 1000};
+    evtimer_add(self->accept_resume, &pause);
+    uint64_t now_ms = now_us() / 1000;
+    if (self->fd_failures_logged_ms == 0 ||
+        now_ms - self->fd_failures_logged_ms >= FD_EXHAUSTED_LOG_INTERVAL_MS) {
+        log_warn("listener \"%s\" %s:%u: accept: %s (%llu time%s since the last report): "
+                 "accepting paused for %d ms at a time, one waiting connection closed each time",
+                 entry->name, entry->address, entry->port, strerror(error),
+                 (unsigned long long)self->fd_failures, self->fd_failures == 1 ? "" : "s",
+                 FD_EXHAUSTED_PAUSE_MS);
+        self->fd_failures = 0;
+        self->fd_failures_logged_ms = now_ms;
+    }
+}
+
+/* A listening socket is readable (worker 0): accept what waits, non-blocking. */
+static void accept_ready(evutil_socket_t fd, short events, void *context)
+{
+    (void)events;
+    listener_socket *entry = context;
+    worker *self = entry->owner;
+    for (int i = 0; i < ACCEPT_BATCH && !self->accepts_paused; i++) {
+        struct sockaddr_storage address;
+        socklen_t length = sizeof(address);
+        int client =
+            accept4(fd, (struct sockaddr *)&address, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (client >= 0) {
+            dispatch_connection(self, entry, client, &address, length);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            accept_exhausted(self, entry, errno);
+        return; /* EAGAIN: nothing more waits */
+    }
+}
+
+/* ---- the request-head and idle timeouts ---- */
+
+/* A head began longer than the request-head timeout ago and is still not
+ * whole: 408, then the connection closes (as Envoy's
+ * request_headers_timeout). */
+static void request_head_timed_out(downstream *client, proxy_local_reply reason)
+{
+    char body[160];
+    snprintf(body, sizeof(body), "request timeout: the request head did not arrive within %u ms",
+             reason == PROXY_REPLY_REQUEST_TIMEOUT ? client->owner->path->head_timeout_ms
+                                                   : client->owner->path->idle_timeout_ms);
+    client->head_pending = false;
+    client->start_us = now_us();
+    client->state = REQUEST_BODY; /* what follows is not a request: close after the reply */
+    local_reply(client, 408, reason, body);
+    downstream_progress(client);
+}
+
+/* Nothing moved on the connection (or its request's upstream) for the idle
+ * timeout. An idle keep-alive connection closes silently; a request whose
+ * body stalled gets 408, one whose upstream stalled before answering 504;
+ * a response already begun is cut (the client sees the close). */
+static void idle_timed_out(downstream *client)
+{
+    proxy_stats_idle_timeout(client->owner->stats);
+    if (client->closing || (client->state == REQUEST_HEAD && !client->head_pending)) {
+        downstream_close(client);
+        return;
+    }
+    if (client->state == REQUEST_HEAD) {
+        request_head_timed_out(client, PROXY_REPLY_IDLE_TIMEOUT);
+        return;
+    }
+    if (client->response_started) {
+        downstream_close(client); /* releases the upstream, never to the pool */
+        return;
+    }
+    if (client->server != NULL)
+        proxy_stats_endpoint_request(client->server->endpoint_stats, true);
+    if (client->state == REQUEST_DONE)
+        local_reply(client, 504, PROXY_REPLY_IDLE_TIMEOUT,
+                    "upstream idle timeout: no response within the idle timeout");
+    else
+        local_reply(client, 408, PROXY_REPLY_IDLE_TIMEOUT,
+                    "request timeout: the request body stalled for the idle timeout");
+    downstream_progress(client);
+}
+
+/* Every path->sweep_ms: one tick more, and the connections past a deadline
+ * are timed out. A connection stores only the tick of its last I/O (one
+ * store per event), so the hot path adds or removes no timer; the sweep
+ * walks the worker's connections, a few nanoseconds each. Deadlines are
+ * kept to within one sweep period late, never early. */
+static void sweep_connections(evutil_socket_t fd, short events, void *context)
+{
+    (void)fd;
+    (void)events;
+    worker *self = context;
+    data_path *path = self->path;
+    self->tick++;
+    downstream *next;
+    for (downstream *client = self->clients; client != NULL; client = next) {
+        next = client->next; /* timing a client out touches no other client */
+        if (path->head_timeout_ticks > 0 && client->head_pending &&
+            self->tick - client->head_started_tick > path->head_timeout_ticks) {
+            proxy_stats_request_head_timeout(self->stats);
+            request_head_timed_out(client, PROXY_REPLY_REQUEST_TIMEOUT);
+        } else if (path->idle_timeout_ticks > 0 &&
+                   self->tick - client->active_tick > path->idle_timeout_ticks) {
+            idle_timed_out(client);
+        }
+    }
 }
 
 /* ---- listeners ---- */
@@ -1527,7 +1869,21 @@ static int listener_address(const proxy_listener *wanted, struct sockaddr_storag
     return 0;
 }
 
-int data_path_check_listeners(const proxy_config *config, char *error, size_t error_size)
+/* Whether this process holds a listening socket on the listener's address
+ * (worker 0 opened it for an earlier snapshot). */
+static bool holds_address(data_path *path, const proxy_listener *wanted)
+{
+    bool held = false;
+    pthread_mutex_lock(&path->listeners_lock);
+    worker *owner = &path->workers[0];
+    for (listener_socket *entry = owner->sockets; entry != NULL && !held; entry = entry->next)
+        held = entry->port == wanted->port && strcmp(entry->address, wanted->address) == 0;
+    pthread_mutex_unlock(&path->listeners_lock);
+    return held;
+}
+
+int data_path_check_listeners(data_path *path, const proxy_config *config, char *error,
+                              size_t error_size)
 {
     for (size_t i = 0; config != NULL && i < config->listener_count; i++) {
         const proxy_listener *wanted = &config->listeners[i];
@@ -1538,10 +1894,13 @@ int data_path_check_listeners(const proxy_config *config, char *error, size_t er
                        wanted->name, wanted->address);
             return -1;
         }
+        if (path != NULL && holds_address(path, wanted))
+            continue;
+        /* As open_listener binds: SO_REUSEADDR (a port in TIME_WAIT is
+         * free), no SO_REUSEPORT (a port another process listens on is not). */
         int fd = socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int on = 1;
         bool bound = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == 0 &&
-                     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) == 0 &&
                      bind(fd, (struct sockaddr *)&address, length) == 0;
         int reason = errno;
         if (fd >= 0)
@@ -1555,6 +1914,9 @@ int data_path_check_listeners(const proxy_config *config, char *error, size_t er
     return 0;
 }
 
+/* Opens a listening socket in worker 0's loop: SO_REUSEADDR but never
+ * SO_REUSEPORT, so that a second process asking for the same port is
+ * refused ("Address already in use") instead of silently sharing it. */
 static listener_socket *open_listener(worker *self, const proxy_listener *wanted, char *error,
                                       size_t error_size)
 {
@@ -1575,22 +1937,39 @@ static listener_socket *open_listener(worker *self, const proxy_listener *wanted
         free(entry);
         return NULL;
     }
-    entry->listener = evconnlistener_new_bind(self->base, accept_connection, entry,
-                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                                  LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
-                                              1024, (struct sockaddr *)&address, (int)length);
-    if (entry->listener == NULL) {
+    int on = 1;
+    entry->fd = socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (entry->fd < 0 || setsockopt(entry->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        bind(entry->fd, (struct sockaddr *)&address, length) != 0 ||
+        listen(entry->fd, LISTEN_BACKLOG) != 0 ||
+        (entry->event =
+             event_new(self->base, entry->fd, EV_READ | EV_PERSIST, accept_ready, entry)) == NULL ||
+        (!self->accepts_paused && event_add(entry->event, NULL) != 0)) {
         snprintf(error, error_size, "%s %s:%u: %s", wanted->name, wanted->address, wanted->port,
                  strerror(errno));
+        if (entry->event != NULL)
+            event_free(entry->event);
+        if (entry->fd >= 0)
+            close(entry->fd);
         free(entry);
         return NULL;
     }
     return entry;
 }
 
-/* Opens, keeps or closes this worker's sockets to match the snapshot. */
+static void close_listener(listener_socket *entry)
+{
+    event_free(entry->event);
+    close(entry->fd);
+    free(entry);
+}
+
+/* Opens, keeps or closes the process's listening sockets to match the
+ * snapshot (worker 0 only). A listener renamed on the same address keeps
+ * its socket. */
 static void reconcile_listeners(worker *self, char *errors, size_t errors_size)
 {
+    data_path *path = self->path;
     for (listener_socket *entry = self->sockets; entry != NULL; entry = entry->next)
         entry->seen = false;
     const proxy_config *config = self->config;
@@ -1598,11 +1977,16 @@ static void reconcile_listeners(worker *self, char *errors, size_t errors_size)
         const proxy_listener *wanted = &config->listeners[i];
         listener_socket *found = NULL;
         for (listener_socket *entry = self->sockets; entry != NULL; entry = entry->next)
-            if (strcmp(entry->name, wanted->name) == 0 && entry->port == wanted->port &&
+            if (!entry->seen && entry->port == wanted->port &&
                 strcmp(entry->address, wanted->address) == 0)
                 found = entry;
         if (found != NULL) {
             found->seen = true;
+            if (strcmp(found->name, wanted->name) != 0) {
+                pthread_mutex_lock(&path->listeners_lock);
+                snprintf(found->name, sizeof(found->name), "%s", wanted->name);
+                pthread_mutex_unlock(&path->listeners_lock);
+            }
             continue;
         }
         char error[256];
@@ -1613,8 +1997,10 @@ static void reconcile_listeners(worker *self, char *errors, size_t errors_size)
             continue;
         }
         opened->seen = true;
+        pthread_mutex_lock(&path->listeners_lock);
         opened->next = self->sockets;
         self->sockets = opened;
+        pthread_mutex_unlock(&path->listeners_lock);
     }
     /* Sockets not in the snapshot stop accepting; their connections drain. */
     listener_socket **link = &self->sockets;
@@ -1624,9 +2010,10 @@ static void reconcile_listeners(worker *self, char *errors, size_t errors_size)
             link = &entry->next;
             continue;
         }
+        pthread_mutex_lock(&path->listeners_lock);
         *link = entry->next;
-        evconnlistener_free(entry->listener);
-        free(entry);
+        pthread_mutex_unlock(&path->listeners_lock);
+        close_listener(entry);
     }
 }
 
@@ -1647,19 +2034,27 @@ static void worker_wake(evutil_socket_t fd, short events, void *context)
     proxy_config *config = data_path_current(path);
     if (config == self->config) {
         proxy_config_release(config);
-        return;
+    } else {
+        proxy_config_release(self->config);
+        self->config = config;
+        /* The snapshot just dropped and the xDS client's temporaries were
+         * freed in several threads' arenas: give the free pages back to the
+         * kernel (a proxy's memory should not keep its peak of the last
+         * rebuild). */
+        if (self->index == 0) {
+            malloc_trim(0);
+            char errors[1024] = "";
+            reconcile_listeners(self, errors, sizeof(errors));
+            if (errors[0] != '\0' && path->on_failure != NULL)
+                path->on_failure(errors, path->failure_context);
+        }
     }
-    proxy_config_release(self->config);
-    self->config = config;
-    /* The snapshot just dropped and the xDS client's temporaries were freed
-     * in several threads' arenas: give the free pages back to the kernel
-     * (a proxy's memory should not keep its peak of the last rebuild). */
-    if (self->index == 0)
-        malloc_trim(0);
-    char errors[1024] = "";
-    reconcile_listeners(self, errors, sizeof(errors));
-    if (self->index == 0 && errors[0] != '\0' && path->on_failure != NULL)
-        path->on_failure(errors, path->failure_context);
+    /* Connections worker 0 accepted for this worker (after the snapshot,
+     * which may have brought their listener). */
+    handoff entry;
+    while (handoff_pop(self, &entry))
+        adopt_connection(self, entry.listener_name, entry.fd,
+                         (const struct sockaddr *)&entry.address);
 }
 
 static void *worker_main(void *context)
@@ -1667,13 +2062,6 @@ static void *worker_main(void *context)
     worker *self = context;
     event_base_dispatch(self->base);
     return NULL;
-}
-
-static void worker_signal(worker *self)
-{
-    uint64_t one = 1;
-    ssize_t written = write(self->wake_fd, &one, sizeof(one));
-    (void)written; /* a full eventfd counter still wakes the worker */
 }
 
 /* Frees a worker's loop and everything on it (after its thread ended). */
@@ -1685,8 +2073,7 @@ static void worker_clear(worker *self)
         reap_closed(-1, 0, self);
     while (self->sockets != NULL) {
         listener_socket *next = self->sockets->next;
-        evconnlistener_free(self->sockets->listener);
-        free(self->sockets);
+        close_listener(self->sockets);
         self->sockets = next;
     }
     for (size_t i = 0; i < POOL_BUCKETS; i++) {
@@ -1698,6 +2085,17 @@ static void worker_clear(worker *self)
             self->pool[i] = next;
         }
     }
+    if (self->handoffs != NULL) {
+        for (size_t i = 0; i < self->handoff_count; i++)
+            close(self->handoffs[(self->handoff_first + i) % HANDOFF_CAPACITY].fd);
+        free(self->handoffs);
+        self->handoffs = NULL;
+    }
+    pthread_mutex_destroy(&self->handoff_lock);
+    if (self->sweep != NULL)
+        event_free(self->sweep);
+    if (self->accept_resume != NULL)
+        event_free(self->accept_resume);
     if (self->reaper != NULL)
         event_free(self->reaper);
     if (self->wake_event != NULL)
@@ -1710,9 +2108,31 @@ static void worker_clear(worker *self)
         event_base_free(self->base);
 }
 
-data_path *data_path_start(unsigned worker_count, proxy_stats *stats,
-                           data_path_listener_failure on_failure, void *context, char *error,
-                           size_t error_size)
+/* The sweep period for these timeouts (0: no timeout, no sweep). */
+static uint32_t sweep_period_ms(uint32_t head_timeout_ms, uint32_t idle_timeout_ms)
+{
+    uint32_t shortest = head_timeout_ms;
+    if (shortest == 0 || (idle_timeout_ms > 0 && idle_timeout_ms < shortest))
+        shortest = idle_timeout_ms;
+    if (shortest == 0)
+        return 0;
+    uint32_t period = shortest / SWEEPS_PER_TIMEOUT;
+    return period < SWEEP_MIN_MS ? SWEEP_MIN_MS : period > SWEEP_MAX_MS ? SWEEP_MAX_MS : period;
+}
+
+static void free_path(data_path *path)
+{
+    if (path->reserve_fd >= 0)
+        close(path->reserve_fd);
+    pthread_mutex_destroy(&path->listeners_lock);
+    pthread_mutex_destroy(&path->lock);
+    free(path->workers);
+    free(path);
+}
+
+data_path *data_path_start(unsigned worker_count, const data_path_limits *limits,
+                           proxy_stats *stats, data_path_listener_failure on_failure, void *context,
+                           char *error, size_t error_size)
 {
     if (worker_count == 0) {
         snprintf(error, error_size, "at least one worker is needed");
@@ -1732,12 +2152,26 @@ data_path *data_path_start(unsigned worker_count, proxy_stats *stats,
         return NULL;
     }
     pthread_mutex_init(&path->lock, NULL);
+    pthread_mutex_init(&path->listeners_lock, NULL);
     path->on_failure = on_failure;
     path->failure_context = context;
+    /* Opened while descriptors are plentiful; given up when they run out. */
+    path->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    data_path_limits defaults = DATA_PATH_LIMITS_DEFAULT;
+    if (limits == NULL)
+        limits = &defaults;
+    path->head_timeout_ms = limits->request_head_timeout_ms;
+    path->idle_timeout_ms = limits->idle_timeout_ms;
+    path->sweep_ms = sweep_period_ms(path->head_timeout_ms, path->idle_timeout_ms);
+    if (path->sweep_ms > 0) {
+        path->head_timeout_ticks = (path->head_timeout_ms + path->sweep_ms - 1) / path->sweep_ms;
+        path->idle_timeout_ticks = (path->idle_timeout_ms + path->sweep_ms - 1) / path->sweep_ms;
+    }
     event_config_set_flag(settings, EVENT_BASE_FLAG_NOLOCK); /* one thread per loop */
     uint64_t seed = now_us() ^ ((uint64_t)getpid() << 32);
     for (unsigned i = 0; i < worker_count; i++) {
         worker *self = &path->workers[i];
+        pthread_mutex_init(&self->handoff_lock, NULL);
         self->index = i;
         self->path = path;
         self->stats = proxy_stats_shard_of(stats, i);
@@ -1745,20 +2179,27 @@ data_path *data_path_start(unsigned worker_count, proxy_stats *stats,
         self->random_state[1] = (seed << 7) ^ 0xbf58476d1ce4e5b9ULL ^ i;
         self->base = event_base_new_with_config(settings);
         self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (self->base != NULL && self->wake_fd >= 0) {
+        self->handoffs = calloc(HANDOFF_CAPACITY, sizeof(*self->handoffs));
+        bool ready = self->base != NULL && self->wake_fd >= 0 && self->handoffs != NULL;
+        if (ready) {
             self->wake_event =
                 event_new(self->base, self->wake_fd, EV_READ | EV_PERSIST, worker_wake, self);
             self->reaper = event_new(self->base, -1, 0, reap_closed, self);
+            if (i == 0)
+                self->accept_resume = evtimer_new(self->base, resume_accepting, self);
+            if (path->sweep_ms > 0) {
+                struct timeval period = {path->sweep_ms / 1000, (path->sweep_ms % 1000) * 1000};
+                self->sweep = event_new(self->base, -1, EV_PERSIST, sweep_connections, self);
+                ready = self->sweep != NULL && event_add(self->sweep, &period) == 0;
+            }
         }
-        if (self->wake_event == NULL || self->reaper == NULL ||
-            event_add(self->wake_event, NULL) != 0) {
+        if (!ready || self->wake_event == NULL || self->reaper == NULL ||
+            (i == 0 && self->accept_resume == NULL) || event_add(self->wake_event, NULL) != 0) {
             snprintf(error, error_size, "worker %u: cannot create its event loop", i);
             for (unsigned j = 0; j <= i; j++)
                 worker_clear(&path->workers[j]);
             event_config_free(settings);
-            pthread_mutex_destroy(&path->lock);
-            free(path->workers);
-            free(path);
+            free_path(path);
             return NULL;
         }
     }
@@ -1774,15 +2215,12 @@ data_path *data_path_start(unsigned worker_count, proxy_stats *stats,
             }
             for (unsigned j = 0; j < worker_count; j++)
                 worker_clear(&path->workers[j]);
-            pthread_mutex_destroy(&path->lock);
-            free(path->workers);
-            free(path);
+            free_path(path);
             return NULL;
         }
     }
     return path;
 }
-
 void data_path_apply(data_path *path, proxy_config *config)
 {
     pthread_mutex_lock(&path->lock);
@@ -1814,7 +2252,5 @@ void data_path_stop(data_path *path)
     for (unsigned i = 0; i < path->worker_count; i++)
         worker_clear(&path->workers[i]);
     proxy_config_release(path->current);
-    pthread_mutex_destroy(&path->lock);
-    free(path->workers);
-    free(path);
+    free_path(path);
 }

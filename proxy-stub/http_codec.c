@@ -449,10 +449,12 @@ static void add_transfer_codings(transfer_codings *codings, http_text value)
     }
 }
 
-/* The authority ("host[:port]") of an absolute-form or authority-form target;
- * false when the target is not a valid URI or carries userinfo (RFC 9110
- * 4.2.4: treated as an error). */
-static bool target_authority(http_text target, bool is_connect, http_text *authority)
+/* The authority ("host[:port]") of an absolute-form or authority-form target,
+ * and its path and query (origin form, see http_head.path); false when the
+ * target is not a valid URI or carries userinfo (RFC 9110 4.2.4: treated as
+ * an error). */
+static bool target_authority(http_text target, bool is_connect, http_text *authority,
+                             http_text *path)
 {
     struct http_parser_url url;
     http_parser_url_init(&url);
@@ -471,6 +473,20 @@ static bool target_authority(http_text target, bool is_connect, http_text *autho
         end = (size_t)url.field_data[UF_PORT].off + url.field_data[UF_PORT].len;
     authority->data = target.data + start;
     authority->length = end - start;
+    /* Path and query, without the fragment; "?q" alone when there is no path
+     * (the '?' is the byte before the query). */
+    size_t path_start = end, path_end = end;
+    if (url.field_set & (1 << UF_PATH)) {
+        path_start = url.field_data[UF_PATH].off;
+        path_end = path_start + url.field_data[UF_PATH].len;
+    } else if (url.field_set & (1 << UF_QUERY)) {
+        path_start = (size_t)url.field_data[UF_QUERY].off - 1;
+        path_end = path_start;
+    }
+    if (url.field_set & (1 << UF_QUERY))
+        path_end = (size_t)url.field_data[UF_QUERY].off + url.field_data[UF_QUERY].len;
+    path->data = target.data + path_start;
+    path->length = path_end - path_start;
     return true;
 }
 
@@ -548,13 +564,15 @@ static bool check_request_head(http_codec *codec, size_t host_count)
     http_text target = head->target;
     bool origin_form = target.length > 0 && target.data[0] == '/';
     bool asterisk_form = target.length == 1 && target.data[0] == '*';
+    head->path = target;
     if (!origin_form && !asterisk_form) {
         /* Absolute or authority form: the target's authority replaces Host
          * (RFC 9112 3.2.2, 3.2.3). */
-        if (!target_authority(target, parser->method == HTTP_CONNECT, &head->host)) {
+        if (!target_authority(target, parser->method == HTTP_CONNECT, &head->host, &head->path)) {
             set_error(codec, 400, "invalid request target");
             return false;
         }
+        head->host_from_target = true;
     }
     return true;
 }
@@ -752,6 +770,11 @@ void http_codec_free(http_codec *codec)
     free(codec->spans);
     free(codec->headers);
     free(codec);
+}
+
+bool http_codec_head_started(const http_codec *codec)
+{
+    return codec->phase == PHASE_HEAD && codec->message_started;
 }
 
 void http_codec_expect_head_response(http_codec *codec, bool head_request)

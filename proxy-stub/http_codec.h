@@ -64,7 +64,15 @@ typedef struct http_head {
     http_text method; /* "GET" ... */
     bool is_head_method;
     http_text target; /* request target as received ("/a?b") */
-    http_text host;   /* the Host header, or the authority of an absolute target; may be empty */
+    /* The target in origin form, to forward: the target itself, or for an
+     * absolute-form target ("http://a.example/x?y") its path and query
+     * ("/x?y"); never the fragment. Empty, or starting with '?', when the
+     * URI has no path: the forwarded target is then "/" followed by it. */
+    http_text path;
+    http_text host; /* the Host header, or the authority of an absolute target; may be empty */
+    /* host is the authority of an absolute-form target, which replaces any
+     * Host header (RFC 9112 3.2.2): forward it as Host, drop the received one. */
+    bool host_from_target;
     bool expect_continue; /* Expect: 100-continue */
     /* Responses */
     int status;
@@ -86,6 +94,10 @@ typedef struct http_codec http_codec; /* opaque */
  * the caller frees it with http_codec_free. */
 http_codec *http_codec_new(http_codec_kind kind);
 void http_codec_free(http_codec *codec);
+
+/* True while the codec holds part of a message head (its first byte has
+ * arrived, HTTP_CODEC_HEAD has not): what a request-head timeout measures. */
+bool http_codec_head_started(const http_codec *codec);
 
 /* For a response codec: the next response answers a HEAD request (no body
  * follows its head whatever its headers say). Call before feeding it; the

@@ -14,13 +14,16 @@
 #include <event2/thread.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct proxy_runtime {
     data_path *path;
-    xds_client *client;
+    /* Set by main once the client started; read by the admin thread, which is
+     * stopped before the client is. */
+    _Atomic(xds_client *) client;
 } proxy_runtime;
 
 /* xDS client thread: a snapshot was accepted (or loaded from saved state). */
@@ -37,8 +40,8 @@ static void apply_config(proxy_config *config, void *context)
 /* xDS client thread: before a snapshot is ACKed, its listeners must bind. */
 static int check_config(const proxy_config *config, void *context, char *error, size_t error_size)
 {
-    (void)context;
-    return data_path_check_listeners(config, error, error_size);
+    proxy_runtime *runtime = context;
+    return data_path_check_listeners(runtime->path, config, error, error_size);
 }
 
 /* A worker could not open listeners of the applied configuration (bound
@@ -64,8 +67,9 @@ static void release_config(void *context, proxy_config *config)
 static void xds_status(void *context, xds_client_status *out)
 {
     proxy_runtime *runtime = context;
-    if (runtime->client != NULL)
-        xds_client_get_status(runtime->client, out);
+    xds_client *client = atomic_load(&runtime->client);
+    if (client != NULL)
+        xds_client_get_status(client, out);
     else
         memset(out, 0, sizeof(*out));
 }
@@ -104,8 +108,9 @@ int main(int argc, char **argv)
         log_error("out of memory");
         return 1;
     }
-    runtime.path =
-        data_path_start(options.workers, stats, listener_failure, NULL, error, sizeof(error));
+    data_path_limits limits = {options.request_head_timeout_ms, options.idle_timeout_ms};
+    runtime.path = data_path_start(options.workers, &limits, stats, listener_failure, NULL, error,
+                                   sizeof(error));
     if (runtime.path == NULL) {
         log_error("data path: %s", error);
         goto done;
@@ -128,14 +133,17 @@ int main(int argc, char **argv)
         .state_dir = options.state_dir[0] ? options.state_dir : NULL,
         .check = check_config,
     };
-    runtime.client =
+    xds_client *client =
         xds_client_start(&client_options, apply_config, &runtime, error, sizeof(error));
-    if (runtime.client == NULL) {
+    if (client == NULL) {
         log_error("xds: %s", error);
         goto done;
     }
+    atomic_store(&runtime.client, client);
     xds_client_status client_status;
-    xds_client_get_status(runtime.client, &client_status);
+    xds_client_get_status(client, &client_status);
+    if (client_status.saved_state_refused[0] != '\0')
+        log_warn("%s; waiting for atriumd at %s", client_status.saved_state_refused, options.xds);
     if (client_status.serving_saved_state)
         log_warn("serving the configuration saved in %s until atriumd at %s answers",
                  options.state_dir, options.xds);
@@ -148,9 +156,8 @@ int main(int argc, char **argv)
     log_info("stopping on %s", received == SIGINT ? "SIGINT" : "SIGTERM");
     status = 0;
 done:
-    xds_client_stop(runtime.client);
-    runtime.client = NULL;
-    proxy_admin_stop(admin);
+    proxy_admin_stop(admin); /* first: its thread reads the client's status */
+    xds_client_stop(atomic_exchange(&runtime.client, NULL));
     data_path_stop(runtime.path);
     proxy_stats_free(stats);
     return status;

@@ -13,10 +13,15 @@
  */
 #include "proxy_admin.h"
 
+#include "clock.h"
+#include "log.h"
+
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <event2/thread.h>
 #include <event2/util.h>
 #include <inttypes.h>
@@ -35,6 +40,10 @@
 #define REQUEST_BODY_MAX     4096
 #define REQUEST_HEADERS_MAX  16384
 #define CONNECTION_TIMEOUT_S 30
+/* accept() failing (out of file descriptors): the port pauses this long
+ * instead of retrying at once, and says so at most once a second. */
+#define ACCEPT_PAUSE_MS        100
+#define ACCEPT_LOG_INTERVAL_MS 1000
 
 #define CONTENT_TYPE_TEXT       "text/plain; charset=utf-8"
 #define CONTENT_TYPE_PROMETHEUS "text/plain; version=0.0.4"
@@ -47,6 +56,10 @@ struct proxy_admin {
     uint16_t port;
     pthread_t thread;
     bool thread_started;
+    struct evconnlistener *listener; /* evhttp's, not owned */
+    struct event *resume;            /* owned: ends a pause of the listener */
+    uint64_t accept_failures;        /* since the last log line */
+    uint64_t accept_logged_ms;
 };
 
 /* ---- replies ---- */
@@ -716,6 +729,36 @@ static uint16_t bound_port(evutil_socket_t socket)
     return ntohs(((struct sockaddr_in *)&address)->sin_port);
 }
 
+static void resume_accepting(evutil_socket_t fd, short events, void *context)
+{
+    (void)fd;
+    (void)events;
+    proxy_admin *admin = context;
+    evconnlistener_enable(admin->listener);
+}
+
+/* accept() failed for a reason libevent does not retry (EMFILE, ENFILE,
+ * ENOBUFS...). Without this callback libevent logs a warning and the
+ * listener, still readable, fails again at once: a busy loop. */
+static void accept_failed(struct evconnlistener *listener, void *context)
+{
+    proxy_admin *admin = context;
+    int error = errno;
+    evconnlistener_disable(listener);
+    struct timeval pause = {0, ACCEPT_PAUSE_MS * 1000};
+    event_add(admin->resume, &pause);
+    admin->accept_failures++;
+    uint64_t now = (uint64_t)clock_monotonic_ms();
+    if (admin->accept_logged_ms == 0 || now - admin->accept_logged_ms >= ACCEPT_LOG_INTERVAL_MS) {
+        log_warn("admin port: accept: %s (%llu time%s since the last report): paused for %d ms "
+                 "at a time",
+                 strerror(error), (unsigned long long)admin->accept_failures,
+                 admin->accept_failures == 1 ? "" : "s", ACCEPT_PAUSE_MS);
+        admin->accept_failures = 0;
+        admin->accept_logged_ms = now;
+    }
+}
+
 proxy_admin *proxy_admin_start(const char *host, uint16_t port, const proxy_admin_sources *sources,
                                char *error, size_t error_size)
 {
@@ -764,6 +807,14 @@ proxy_admin *proxy_admin_start(const char *host, uint16_t port, const proxy_admi
         return NULL;
     }
     admin->port = bound_port(evhttp_bound_socket_get_fd(socket));
+    admin->listener = evhttp_bound_socket_get_listener(socket);
+    admin->resume = evtimer_new(admin->base, resume_accepting, admin);
+    if (admin->resume == NULL) {
+        snprintf(error, error_size, "out of memory");
+        proxy_admin_stop(admin);
+        return NULL;
+    }
+    evconnlistener_set_error_cb(admin->listener, accept_failed);
     if (pthread_create(&admin->thread, NULL, serve_loop, admin) != 0) {
         snprintf(error, error_size, "cannot start the admin thread");
         proxy_admin_stop(admin);
@@ -788,6 +839,8 @@ void proxy_admin_stop(proxy_admin *admin)
         event_base_loopexit(admin->base, NULL);
         pthread_join(admin->thread, NULL);
     }
+    if (admin->resume != NULL)
+        event_free(admin->resume);
     if (admin->http != NULL)
         evhttp_free(admin->http);
     if (admin->base != NULL)

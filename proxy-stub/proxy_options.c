@@ -35,6 +35,8 @@ static const settings_entry settings[] = {
     NUMBER_SETTING("admin-port", admin_port, 0, 65535),
     TEXT_SETTING("admin-host", SETTINGS_TEXT, admin_host),
     NUMBER_SETTING("workers", workers, 1, 64),
+    NUMBER_SETTING("request-head-timeout-ms", request_head_timeout_ms, 0, 3600000),
+    NUMBER_SETTING("idle-timeout-ms", idle_timeout_ms, 0, 604800000),
     TEXT_SETTING("state-dir", SETTINGS_TEXT, state_dir),
     TEXT_SETTING("log-level", SETTINGS_LOG_LEVEL, log_level),
 };
@@ -59,6 +61,13 @@ const char *proxy_options_usage(void)
            "  --admin-port PORT      /stats, /config_dump, /ready, /clusters (default 15000)\n"
            "  --admin-host HOST      the admin port's address (default 127.0.0.1)\n"
            "  --workers N            event loops sharing the listeners (default 1)\n"
+           "  --request-head-timeout-ms MS\n"
+           "                         a request head must arrive whole within MS of its\n"
+           "                         first byte, else 408 and close (default 10000;\n"
+           "                         0: no limit)\n"
+           "  --idle-timeout-ms MS   close a client connection after MS without bytes\n"
+           "                         moving on it or its request's upstream (default\n"
+           "                         3600000 = 1 h; 0: no limit)\n"
            "  --state-dir DIR        keeps the last accepted configuration, to serve from\n"
            "                         when atriumd cannot be reached at start\n"
            "  --log-level LEVEL      debug, info (default), warn or error\n"
@@ -76,6 +85,8 @@ int proxy_options_parse(int argc, char **argv, proxy_options *out, char *error, 
     out->outbound_port = 15001;
     out->admin_port = 15000;
     out->workers = 1;
+    out->request_head_timeout_ms = 10000;
+    out->idle_timeout_ms = 3600000;
 
     if (settings_parse(settings, sizeof(settings) / sizeof(settings[0]), argc, argv, out,
                        &out->show_help, error, error_size) != 0)

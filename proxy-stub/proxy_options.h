@@ -20,8 +20,14 @@ typedef struct proxy_options {
     uint16_t admin_port;      /* default 15000 (0: any free port) */
     char admin_host[64];      /* default 127.0.0.1 */
     unsigned workers;         /* default 1 */
-    char state_dir[1024];     /* "" : no saved state */
-    char log_level[16];       /* debug | info | warn | error */
+    /* A request head must arrive whole within this after its first byte, or
+     * the proxy answers 408 and closes (default 10,000; 0: no limit). */
+    unsigned request_head_timeout_ms;
+    /* A client connection with no bytes moving on it or on its request's
+     * upstream for this long is closed (default 3,600,000; 0: no limit). */
+    unsigned idle_timeout_ms;
+    char state_dir[1024]; /* "" : no saved state */
+    char log_level[16];   /* debug | info | warn | error */
     bool show_help;
 } proxy_options;
 

@@ -66,6 +66,9 @@ struct proxy_stats_shard {
     _Atomic uint64_t downstream_total;
     _Atomic int64_t upstream_active;
     _Atomic uint64_t upstream_total;
+    _Atomic uint64_t request_head_timeouts;
+    _Atomic uint64_t idle_timeouts;
+    _Atomic uint64_t accept_fd_exhausted;
 };
 
 struct proxy_stats {
@@ -86,6 +89,8 @@ static const char *const local_reply_names[PROXY_REPLY_KIND_COUNT] = {
     [PROXY_REPLY_UPSTREAM_TIMEOUT] = "upstream_timeout",
     [PROXY_REPLY_UPSTREAM_RESET] = "upstream_reset",
     [PROXY_REPLY_NOT_READY] = "no_configuration",
+    [PROXY_REPLY_REQUEST_TIMEOUT] = "request_head_timeout",
+    [PROXY_REPLY_IDLE_TIMEOUT] = "idle_timeout",
 };
 
 const char *proxy_local_reply_name(proxy_local_reply reply)
@@ -311,6 +316,21 @@ void proxy_stats_endpoint_active(proxy_endpoint_stats *endpoint, int delta)
         COUNTER_ADD(endpoint->active, delta);
 }
 
+void proxy_stats_request_head_timeout(proxy_stats_shard *shard)
+{
+    COUNTER_ADD(shard->request_head_timeouts, 1);
+}
+
+void proxy_stats_idle_timeout(proxy_stats_shard *shard)
+{
+    COUNTER_ADD(shard->idle_timeouts, 1);
+}
+
+void proxy_stats_accept_fd_exhausted(proxy_stats_shard *shard)
+{
+    COUNTER_ADD(shard->accept_fd_exhausted, 1);
+}
+
 /* ---- the admin side ---- */
 
 /* One labelled value, gathered from every shard, then sorted and summed. */
@@ -399,6 +419,7 @@ int proxy_stats_write_prometheus(proxy_stats *stats, struct evbuffer *out)
     uint64_t local_replies[PROXY_REPLY_KIND_COUNT] = {0};
     uint64_t buckets[DURATION_BUCKETS + 1] = {0};
     uint64_t duration_sum_us = 0, downstream_total = 0, upstream_total = 0;
+    uint64_t head_timeouts = 0, idle_timeouts = 0, fd_exhausted = 0;
     int64_t downstream_active = 0, upstream_active = 0;
 
     for (unsigned s = 0; s < stats->shard_count; s++) {
@@ -433,6 +454,9 @@ int proxy_stats_write_prometheus(proxy_stats *stats, struct evbuffer *out)
         downstream_total += COUNTER_READ(shard->downstream_total);
         upstream_active += COUNTER_READ(shard->upstream_active);
         upstream_total += COUNTER_READ(shard->upstream_total);
+        head_timeouts += COUNTER_READ(shard->request_head_timeouts);
+        idle_timeouts += COUNTER_READ(shard->idle_timeouts);
+        fd_exhausted += COUNTER_READ(shard->accept_fd_exhausted);
     }
     int result = requests.failed || connect_failures.failed || timeouts.failed ? -1 : 0;
     if (result == 0) {
@@ -483,6 +507,22 @@ int proxy_stats_write_prometheus(proxy_stats *stats, struct evbuffer *out)
             "# TYPE atrium_proxy_upstream_connections_total counter\n"
             "atrium_proxy_upstream_connections_total %" PRIu64 "\n",
             downstream_active, downstream_total, upstream_active, upstream_total);
+        evbuffer_add_printf(
+            out,
+            "# HELP atrium_proxy_downstream_request_head_timeouts_total Client connections "
+            "answered 408 and closed because a request head did not arrive within the "
+            "request-head timeout.\n"
+            "# TYPE atrium_proxy_downstream_request_head_timeouts_total counter\n"
+            "atrium_proxy_downstream_request_head_timeouts_total %" PRIu64 "\n"
+            "# HELP atrium_proxy_downstream_idle_timeouts_total Client connections closed "
+            "after the idle timeout without traffic.\n"
+            "# TYPE atrium_proxy_downstream_idle_timeouts_total counter\n"
+            "atrium_proxy_downstream_idle_timeouts_total %" PRIu64 "\n"
+            "# HELP atrium_proxy_downstream_accept_fd_exhausted_total accept() calls that "
+            "failed for want of file descriptors (the listeners then pause).\n"
+            "# TYPE atrium_proxy_downstream_accept_fd_exhausted_total counter\n"
+            "atrium_proxy_downstream_accept_fd_exhausted_total %" PRIu64 "\n",
+            head_timeouts, idle_timeouts, fd_exhausted);
     }
     free(requests.items);
     free(connect_failures.items);

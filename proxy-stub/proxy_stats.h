@@ -29,6 +29,8 @@ typedef enum proxy_local_reply {
     PROXY_REPLY_UPSTREAM_TIMEOUT,  /* 504 route timeout */
     PROXY_REPLY_UPSTREAM_RESET,    /* 502 upstream closed or sent garbage before a response */
     PROXY_REPLY_NOT_READY,         /* 503 no configuration yet */
+    PROXY_REPLY_REQUEST_TIMEOUT,   /* 408 the request head did not arrive in time */
+    PROXY_REPLY_IDLE_TIMEOUT,      /* 408/504 a request in flight idle for the idle timeout */
     PROXY_REPLY_KIND_COUNT
 } proxy_local_reply;
 
@@ -72,6 +74,13 @@ void proxy_stats_upstream_timeout(proxy_cluster_stats *cluster);
 void proxy_stats_downstream_connections(proxy_stats_shard *shard, int delta);
 void proxy_stats_upstream_connections(proxy_stats_shard *shard, int delta);
 void proxy_stats_endpoint_active(proxy_endpoint_stats *endpoint, int delta);
+/* A downstream connection closed by the request-head timeout or the idle
+ * timeout (the proxy's own limits, not a route's). */
+void proxy_stats_request_head_timeout(proxy_stats_shard *shard);
+void proxy_stats_idle_timeout(proxy_stats_shard *shard);
+/* accept() failed for want of file descriptors (EMFILE, ENFILE, ENOBUFS,
+ * ENOMEM): the listener pauses, see data_path.c. */
+void proxy_stats_accept_fd_exhausted(proxy_stats_shard *shard);
 
 /* ---- read by the admin thread ---- */
 
@@ -82,7 +91,10 @@ void proxy_stats_endpoint_active(proxy_endpoint_stats *endpoint, int delta);
  *   atrium_proxy_upstream_timeouts_total{cluster}
  *   atrium_proxy_request_duration_seconds (histogram)
  *   atrium_proxy_downstream_connections_active, ..._total
- *   atrium_proxy_upstream_connections_active
+ *   atrium_proxy_upstream_connections_active, ..._total
+ *   atrium_proxy_downstream_request_head_timeouts_total
+ *   atrium_proxy_downstream_idle_timeouts_total
+ *   atrium_proxy_downstream_accept_fd_exhausted_total
  * Returns 0, or -1 when out of memory. */
 int proxy_stats_write_prometheus(proxy_stats *stats, struct evbuffer *out);
 

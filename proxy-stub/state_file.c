@@ -2,7 +2,8 @@
  * state_file.c — atrium-proxy's saved xDS state on disk (see state_file.h):
  * one packed DeltaDiscoveryResponse per resource type behind a magic and a
  * format version, a CRC-32 at the end, written through a temporary file,
- * fsync and rename.
+ * fsync and rename; a file that cannot be used is moved aside, never deleted.
+ * Nothing here logs: every failure is returned with its reason.
  */
 #include "state_file.h"
 
@@ -410,17 +411,23 @@ int state_file_read(const char *path, proxy_resource_set *out, state_file_versio
         memset(versions, 0, sizeof(*versions));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT)
-        return 0;
+        return STATE_FILE_MISSING;
     if (fd < 0) {
         error_text(error, error_size, "cannot open %s: %s", path, strerror(errno));
-        return -1;
+        return STATE_FILE_UNREADABLE;
     }
     struct stat info;
-    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || (size_t)info.st_size > MAX_FILE_BYTES) {
-        error_text(error, error_size, "%s: not a regular file of at most %zu bytes", path,
-                   MAX_FILE_BYTES);
+    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+        error_text(error, error_size, "%s: not a regular file", path);
         close(fd);
-        return -1;
+        return STATE_FILE_UNREADABLE;
+    }
+    if ((unsigned long long)info.st_size > MAX_FILE_BYTES) {
+        error_text(error, error_size,
+                   "saved state %s refused: corrupt: %lld bytes, a state file has at most %zu",
+                   path, (long long)info.st_size, MAX_FILE_BYTES);
+        close(fd);
+        return STATE_FILE_CORRUPT;
     }
     size_t length = (size_t)info.st_size;
     uint8_t *data = malloc(length ? length : 1);
@@ -443,14 +450,56 @@ int state_file_read(const char *path, proxy_resource_set *out, state_file_versio
                    : read_errno != 0 ? strerror(read_errno)
                                      : "it ended early");
         free(data);
-        return -1;
+        return STATE_FILE_UNREADABLE;
     }
     char reason[400];
     int result = state_file_decode(data, length, out, versions, reason, sizeof(reason));
     free(data);
     if (result != 0) {
         error_text(error, error_size, "saved state %s refused: %s", path, reason);
-        return -1;
+        return STATE_FILE_CORRUPT;
     }
-    return 1;
+    return STATE_FILE_READ;
+}
+
+int state_file_set_aside(const char *path, long long unix_time, char *moved_to,
+                         size_t moved_to_size, char *error, size_t error_size)
+{
+    char target[4096];
+    for (unsigned attempt = 1; attempt <= 100; attempt++) {
+        int length =
+            attempt == 1
+                ? snprintf(target, sizeof(target), "%s.corrupt-%lld", path, unix_time)
+                : snprintf(target, sizeof(target), "%s.corrupt-%lld.%u", path, unix_time, attempt);
+        if (length < 0 || (size_t)length >= sizeof(target)) {
+            error_text(error, error_size, "cannot move %s aside: path too long", path);
+            return -1;
+        }
+        /* link + unlink rather than rename: a link never replaces a file
+         * already there (two corrupt files within one second keep both). */
+        if (link(path, target) != 0) {
+            if (errno == EEXIST)
+                continue;
+            error_text(error, error_size, "cannot move %s aside to %s: %s", path, target,
+                       strerror(errno));
+            return -1;
+        }
+        if (unlink(path) != 0) {
+            int saved_errno = errno;
+            unlink(target);
+            error_text(error, error_size, "cannot move %s aside (unlink): %s", path,
+                       strerror(saved_errno));
+            return -1;
+        }
+        /* Best effort: the file is moved either way; should a crash undo the
+         * move, the next start finds the same file and moves it aside again. */
+        (void)sync_directory(path);
+        if (moved_to != NULL)
+            snprintf(moved_to, moved_to_size, "%s", target);
+        return 0;
+    }
+    error_text(error, error_size,
+               "cannot move %s aside: %s.corrupt-%lld and 99 more names are taken", path, path,
+               unix_time);
+    return -1;
 }

@@ -21,6 +21,10 @@
  * Writing is atomic: a temporary file next to it (mode 0600), fsync, rename,
  * fsync of the directory. A reader sees the old file or the new one.
  *
+ * A file that cannot be used is kept as evidence, not deleted:
+ * state_file_set_aside moves it to <path>.corrupt-<unix time>, so the next
+ * save starts a fresh file and nobody loses what went wrong.
+ *
  * Ownership: callers own every buffer and set they pass; a set filled by a
  * read is the caller's to free with proxy_resource_set_clear.
  */
@@ -57,11 +61,25 @@ int state_file_decode(const uint8_t *data, size_t length, proxy_resource_set *ou
 int state_file_write(const char *path, const proxy_resource_set *resources,
                      const state_file_versions *versions, char *error, size_t error_size);
 
+#define STATE_FILE_READ       1    /* state_file_read: read and decoded */
+#define STATE_FILE_MISSING    0    /* there is no file: nothing to read, not an error */
+#define STATE_FILE_UNREADABLE (-1) /* cannot be opened or read (permissions, I/O, not a file) */
+#define STATE_FILE_CORRUPT    (-2) /* read, but its bytes are refused (see the format) */
+
 /* Reads path into *out (empty on entry) and versions (NULL: not wanted).
- * Returns 1 when read, 0 when there is no file (nothing to read, not an
- * error), -1 with the reason, naming path, when it cannot be read or is
+ * Returns STATE_FILE_READ, STATE_FILE_MISSING, or STATE_FILE_UNREADABLE or
+ * STATE_FILE_CORRUPT with the reason in error, naming path; *out is empty
+ * unless STATE_FILE_READ. A file larger than any state file may be counts as
  * corrupt. */
 int state_file_read(const char *path, proxy_resource_set *out, state_file_versions *versions,
                     char *error, size_t error_size);
+
+/* Moves the file at path aside, to "<path>.corrupt-<unix_time>" (or, when
+ * that name is taken, "<path>.corrupt-<unix_time>.2", ".3", ...: an existing
+ * file is never replaced), then fsyncs the directory (best effort). Returns 0 with the new
+ * name in moved_to (the caller's buffer; NULL: not wanted), or -1 with the
+ * reason in error, the file left where it was. */
+int state_file_set_aside(const char *path, long long unix_time, char *moved_to,
+                         size_t moved_to_size, char *error, size_t error_size);
 
 #endif

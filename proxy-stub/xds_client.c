@@ -1291,22 +1291,52 @@ static int ensure_directory(const char *path, char *error, size_t error_size)
     return 0;
 }
 
-/* Loads, builds and applies the saved state, if there is one. Returns 0, or
- * -1 with the reason in error. */
+/* Moves an unusable saved state aside (kept as evidence) and records why in
+ * the status, for the caller to log. Returns 0, or -1 with the reason in
+ * error when it cannot be moved (then the proxy must not start: it could
+ * neither keep the evidence nor save a new state in its place). */
+static int set_aside_saved_state(xds_client *client, const char *reason, char *error,
+                                 size_t error_size)
+{
+    char moved_to[4096 + 32] = "";
+    char failure[512] = "";
+    if (state_file_set_aside(client->state_path, (long long)(clock_wall_ms() / 1000), moved_to,
+                             sizeof(moved_to), failure, sizeof(failure)) != 0) {
+        error_text(error, error_size, "%s; and it cannot be moved aside: %s", reason, failure);
+        return -1;
+    }
+    snprintf(client->status.saved_state_refused, sizeof(client->status.saved_state_refused),
+             "%s; moved to %s", reason, moved_to);
+    return 0;
+}
+
+/* Loads, builds and applies the saved state, if there is one. A file that is
+ * corrupt, or whose snapshot cannot be built, is moved aside and the client
+ * starts as if there were none (atriumd will send everything). Returns 0, or
+ * -1 with the reason in error when the file cannot be read at all
+ * (permissions, I/O) or cannot be moved aside. */
 static int load_saved_state(xds_client *client, char *error, size_t error_size)
 {
     proxy_resource_set saved;
     state_file_versions versions;
-    int got = state_file_read(client->state_path, &saved, &versions, error, error_size);
-    if (got <= 0)
-        return got;
-    char reason[512] = "";
-    proxy_config *config = proxy_config_build(&saved, 1, reason, sizeof(reason));
-    if (config == NULL) {
-        error_text(error, error_size, "saved state %s cannot be applied: %s", client->state_path,
-                   reason[0] ? reason : "the snapshot could not be built");
-        proxy_resource_set_clear(&saved);
+    char reason[1024] = "";
+    int got = state_file_read(client->state_path, &saved, &versions, reason, sizeof(reason));
+    if (got == STATE_FILE_MISSING)
+        return 0;
+    if (got == STATE_FILE_UNREADABLE) {
+        error_text(error, error_size, "%s", reason);
         return -1;
+    }
+    if (got == STATE_FILE_CORRUPT)
+        return set_aside_saved_state(client, reason, error, error_size);
+    char build_error[512] = "";
+    proxy_config *config = proxy_config_build(&saved, 1, build_error, sizeof(build_error));
+    if (config == NULL) {
+        proxy_resource_set_clear(&saved);
+        error_text(reason, sizeof(reason), "saved state %s cannot be applied: %s",
+                   client->state_path,
+                   build_error[0] ? build_error : "the snapshot could not be built");
+        return set_aside_saved_state(client, reason, error, error_size);
     }
     sort_set(&saved);
     client->held = saved;

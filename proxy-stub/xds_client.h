@@ -11,9 +11,16 @@
  *
  * Every accepted resource set is written to <state_dir>/xds-state.pb
  * (write to a temporary file, fsync, rename). At start, when that file exists,
- * its snapshot is applied before connecting (static stability); a stream that
- * breaks is reopened with jittered exponential backoff (0.5 s doubling to
- * 30 s, ±50 %), sending initial_resource_versions of what the proxy holds.
+ * its snapshot is applied before connecting (static stability). A saved state
+ * that is corrupt (bad magic, checksum, truncated, undecodable) or whose
+ * snapshot cannot be built is moved aside to
+ * <state_dir>/xds-state.pb.corrupt-<unix time> and the client starts as if
+ * there were none: it waits for atriumd, as a proxy without saved state does.
+ * status.saved_state_refused says why, for the caller to log.
+ *
+ * A stream that breaks is reopened with jittered exponential backoff (0.5 s
+ * doubling to 30 s, ±50 %), sending initial_resource_versions of what the
+ * proxy holds.
  */
 #ifndef ATRIUM_PROXY_XDS_CLIENT_H
 #define ATRIUM_PROXY_XDS_CLIENT_H
@@ -61,13 +68,17 @@ typedef struct xds_client_status {
     char last_stream_error[256];   /* how the last stream that failed ended; "" when none did */
     uint64_t state_write_failures; /* saves of <state_dir>/xds-state.pb that failed */
     char last_state_error[256];    /* why the last save failed; "" when it succeeded */
+    /* Why the saved state found at start was not used, naming the file, and
+     * where it was moved; "" when it was used or there was none. */
+    char saved_state_refused[1024];
 } xds_client_status;
 
 /* Copies options (strings included), loads saved state if any (applying its
- * snapshot through apply before returning), and starts the client thread.
- * Returns the client, or NULL with the reason in error (bad target, a saved
- * state that cannot be read — a missing one is fine). The caller stops and
- * frees it with xds_client_stop. */
+ * snapshot through apply before returning; moving an unusable one aside, see
+ * above), and starts the client thread. Returns the client, or NULL with the
+ * reason in error (bad target, a state_dir that cannot be created, a saved
+ * state that cannot be read at all or cannot be moved aside — a missing or
+ * corrupt one is fine). The caller stops and frees it with xds_client_stop. */
 xds_client *xds_client_start(const xds_client_options *options, xds_client_apply_fn apply,
                              void *context, char *error, size_t error_size);
 

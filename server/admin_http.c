@@ -4,6 +4,14 @@
  * bearer token, body size and media type, JSON syntax errors with line and
  * column, If-Match and ?dry_run, status lines, ETags, /healthz and /metrics —
  * and hands parsed calls to rest_api.
+ *
+ * It also bounds what a client can make it hold (see admin_http.h for the
+ * numbers): header bytes and body bytes per request (evhttp refuses more
+ * before buffering it; a Content-Length over the body limit is refused before
+ * a byte of the body is read), open connections (the listener is paused at
+ * the limit), connections that have not yet presented the token (the oldest
+ * is closed to admit a new one), and accept() failures for want of file
+ * descriptors (the listener pauses briefly, one log line per interval).
  */
 #include "admin_http.h"
 
@@ -13,10 +21,15 @@
 #include "clock.h"
 #include "rest_api.h"
 
+#include "log.h"
+
+#include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <event2/thread.h>
 #include <event2/util.h>
 #include <jansson.h>
@@ -27,9 +40,16 @@
 #include <strings.h>
 #include <time.h>
 
-/* evhttp itself refuses bodies past this; between REST_BODY_MAX and this we
- * answer 413 in JSON. */
-#define TRANSPORT_BODY_MAX (8 * REST_BODY_MAX)
+/* One accepted connection, from evhttp's bevcb until its close callback.
+ * Owned by the server's list; freed by connection_closed() or at stop. */
+typedef struct connection {
+    struct connection *prev, *next; /* server->connections, oldest first */
+    admin_http *server;
+    struct bufferevent *bev;         /* made by us, owned by evhttp */
+    struct evhttp_connection *evcon; /* NULL until adopt_connection() ran */
+    struct event *adopt;             /* one-shot, activated in the bevcb */
+    bool authenticated;              /* a request on it presented the token */
+} connection;
 
 struct admin_http {
     store *db;
@@ -43,6 +63,15 @@ struct admin_http {
     struct evhttp *http;
     struct event *stop_event; /* activated from another thread to end the loop */
     pthread_t thread;
+    struct evconnlistener *listener; /* evhttp's, for pausing and its error callback */
+    struct event *resume_event;      /* ends a pause after accept() failed */
+    bool accept_paused;              /* accept() failed (no fds): paused until resume_event */
+    connection *oldest, *newest;     /* open connections */
+    size_t open_count;
+    size_t unauthenticated_count;
+    admin_http *next_listening;        /* listening_servers */
+    uint64_t accept_failures_unlogged; /* since the last log line */
+    int64_t accept_failure_logged_ms;  /* monotonic time of that line; 0: never */
 };
 
 static const char *reason_phrase(int status)
@@ -258,6 +287,16 @@ static const char *serve_api(admin_http *server, struct evhttp_request *request,
     const rest_route *route = NULL;
     char allowed[64];
     switch (rest_api_find(method, path, &route, &call, allowed, sizeof(allowed))) {
+    case REST_BAD_PARAMETER:
+        rest_reply_error(reply, 400, "invalid", allowed,
+                         "%s: the path parameter must be %s, and nothing else (no encoded '/' or "
+                         "NUL)",
+                         allowed,
+                         strcmp(allowed, "name") == 0 || strcmp(allowed, "id") == 0
+                             ? "a name as the model takes it (a DNS-1123 label for services and "
+                               "endpoints, 1-64 lower-case hex digits for token ids)"
+                             : "1-64 lower-case hex digits");
+        return "unmatched";
     case REST_NO_ROUTE:
         rest_reply_error(reply, 404, "not_found", NULL, "no such resource: %s", path);
         return "unmatched";
@@ -291,6 +330,208 @@ static const char *serve_api(admin_http *server, struct evhttp_request *request,
     return pattern;
 }
 
+/* ---- connections ---- */
+
+/* The servers whose listener has our error callback. libevent passes that
+ * callback the listener's accept argument, which evhttp owns (the evhttp), so
+ * accept_failed finds its server here by listener. */
+static pthread_mutex_t listening_lock = PTHREAD_MUTEX_INITIALIZER;
+static admin_http *listening_servers;
+
+static void listening_add(admin_http *server)
+{
+    pthread_mutex_lock(&listening_lock);
+    server->next_listening = listening_servers;
+    listening_servers = server;
+    pthread_mutex_unlock(&listening_lock);
+}
+
+static void listening_remove(admin_http *server)
+{
+    pthread_mutex_lock(&listening_lock);
+    for (admin_http **at = &listening_servers; *at != NULL; at = &(*at)->next_listening) {
+        if (*at == server) {
+            *at = server->next_listening;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&listening_lock);
+}
+
+static admin_http *listening_find(const struct evconnlistener *listener)
+{
+    pthread_mutex_lock(&listening_lock);
+    admin_http *server = listening_servers;
+    while (server != NULL && server->listener != listener)
+        server = server->next_listening;
+    pthread_mutex_unlock(&listening_lock);
+    return server;
+}
+
+/* Listens unless accept() is paused or the connection limit is reached. */
+static void update_listener(admin_http *server)
+{
+    if (server->listener == NULL)
+        return;
+    if (server->accept_paused || server->open_count >= ADMIN_HTTP_MAX_CONNECTIONS)
+        evconnlistener_disable(server->listener);
+    else
+        evconnlistener_enable(server->listener);
+}
+
+static void report_connections(admin_http *server)
+{
+    admin_metrics_set_connections(server->metrics, server->open_count,
+                                  server->unauthenticated_count);
+}
+
+static void connection_unlink(admin_http *server, connection *item)
+{
+    if (item->prev)
+        item->prev->next = item->next;
+    else
+        server->oldest = item->next;
+    if (item->next)
+        item->next->prev = item->prev;
+    else
+        server->newest = item->prev;
+    server->open_count--;
+    if (!item->authenticated)
+        server->unauthenticated_count--;
+    event_free(item->adopt);
+    free(item);
+}
+
+/* evhttp's close callback: the connection is being freed. */
+static void connection_closed(struct evhttp_connection *evcon, void *context)
+{
+    (void)evcon;
+    connection *item = context;
+    admin_http *server = item->server;
+    connection_unlink(server, item);
+    report_connections(server);
+    update_listener(server);
+}
+
+/* Runs right after evhttp made the connection for our bufferevent, before
+ * any byte of it is read (an activated event runs in the same loop pass as
+ * the accept; the socket's first read comes from a later poll). Learns the
+ * evhttp_connection (the bufferevent's callback argument), asks to hear of
+ * its end, and keeps the unauthenticated connections within their limit by
+ * closing the oldest of the others. */
+static void adopt_connection(evutil_socket_t fd, short events, void *context)
+{
+    (void)fd;
+    (void)events;
+    connection *item = context;
+    admin_http *server = item->server;
+    void *argument = NULL;
+    bufferevent_getcb(item->bev, NULL, NULL, NULL, &argument);
+    item->evcon = argument;
+    if (item->evcon == NULL) /* evhttp could not take it; it freed nothing of ours */
+        return;
+    evhttp_connection_set_closecb(item->evcon, connection_closed, item);
+    if (server->unauthenticated_count > ADMIN_HTTP_MAX_UNAUTHENTICATED) {
+        for (connection *victim = server->oldest; victim != NULL; victim = victim->next) {
+            if (!victim->authenticated && victim != item && victim->evcon != NULL) {
+                admin_metrics_count_connection_closed_for_limit(server->metrics);
+                evhttp_connection_free(victim->evcon); /* calls connection_closed */
+                break;
+            }
+        }
+    }
+    report_connections(server);
+}
+
+/* evhttp's bevcb: one call per accepted connection, before evhttp makes its
+ * connection object. Returns the bufferevent evhttp will use (NULL lets
+ * evhttp make its own, uncounted, when we are out of memory). */
+static struct bufferevent *connection_accepted(struct event_base *base, void *context)
+{
+    admin_http *server = context;
+    connection *item = calloc(1, sizeof(*item));
+    if (item == NULL)
+        return NULL;
+    item->server = server;
+    item->bev = bufferevent_socket_new(base, -1, 0);
+    item->adopt = item->bev ? event_new(base, -1, 0, adopt_connection, item) : NULL;
+    if (item->adopt == NULL) {
+        if (item->bev)
+            bufferevent_free(item->bev);
+        free(item);
+        return NULL;
+    }
+    item->prev = server->newest;
+    if (server->newest)
+        server->newest->next = item;
+    else
+        server->oldest = item;
+    server->newest = item;
+    server->open_count++;
+    server->unauthenticated_count++;
+    event_active(item->adopt, EV_TIMEOUT, 1);
+    update_listener(server);
+    return item->bev;
+}
+
+/* A request on evcon presented the token: its connection stops counting
+ * against ADMIN_HTTP_MAX_UNAUTHENTICATED. */
+static void connection_authenticated(admin_http *server, struct evhttp_connection *evcon)
+{
+    for (connection *item = server->newest; item != NULL; item = item->prev) {
+        if (item->evcon == evcon) {
+            if (!item->authenticated) {
+                item->authenticated = true;
+                server->unauthenticated_count--;
+                report_connections(server);
+            }
+            return;
+        }
+    }
+}
+
+static void resume_accepting(evutil_socket_t fd, short events, void *context)
+{
+    (void)fd;
+    (void)events;
+    admin_http *server = context;
+    server->accept_paused = false;
+    update_listener(server);
+}
+
+/* accept() failed with something other than EAGAIN/EINTR/ECONNABORTED —
+ * in practice EMFILE/ENFILE (out of file descriptors) or ENOBUFS/ENOMEM. The
+ * pending connection stays in the backlog, so retrying at once would spin:
+ * pause the listener for ADMIN_HTTP_ACCEPT_PAUSE_MS, count the failure, and
+ * log at most one line per ADMIN_HTTP_ACCEPT_LOG_INTERVAL_MS. */
+static void accept_failed(struct evconnlistener *listener, void *context)
+{
+    (void)context; /* the evhttp: see listening_servers */
+    int error = EVUTIL_SOCKET_ERROR();
+    admin_http *server = listening_find(listener);
+    if (server == NULL) {
+        evconnlistener_disable(listener); /* cannot happen; never spin */
+        return;
+    }
+    admin_metrics_count_accept_failure(server->metrics);
+    server->accept_failures_unlogged++;
+    int64_t now_ms = clock_monotonic_ms();
+    if (server->accept_failure_logged_ms == 0 ||
+        now_ms - server->accept_failure_logged_ms >= ADMIN_HTTP_ACCEPT_LOG_INTERVAL_MS) {
+        log_warn("admin REST API: accept() failed %llu time%s since the last report (%s); "
+                 "pausing accepts for %d ms each time",
+                 (unsigned long long)server->accept_failures_unlogged,
+                 server->accept_failures_unlogged == 1 ? "" : "s",
+                 evutil_socket_error_to_string(error), ADMIN_HTTP_ACCEPT_PAUSE_MS);
+        server->accept_failures_unlogged = 0;
+        server->accept_failure_logged_ms = now_ms;
+    }
+    server->accept_paused = true;
+    update_listener(server);
+    struct timeval pause = {0, ADMIN_HTTP_ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(server->resume_event, &pause);
+}
+
 static double seconds_now(void)
 {
     struct timespec now;
@@ -303,13 +544,18 @@ static void handle_request(struct evhttp_request *request, void *context)
     admin_http *server = context;
     double start = seconds_now();
     const char *method = method_name(evhttp_request_get_command(request));
+    /* The raw path: rest_api decodes it segment by segment, so that "%2F"
+     * and "%00" cannot change which resource a call names. */
     const char *raw_path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(request));
-    char *path = evhttp_uridecode(raw_path ? raw_path : "/", 0, NULL);
+    const char *path = raw_path && raw_path[0] ? raw_path : "/";
     const char *route = "unmatched";
     rest_reply reply = {0};
-    if (path == NULL) {
-        rest_reply_error(&reply, 400, "invalid", NULL, "malformed path");
-    } else if (strcmp(path, ADMIN_HTTP_HEALTH_PATH) == 0) {
+    bool authorized = admin_token_authorizes(
+        server->token,
+        evhttp_find_header(evhttp_request_get_input_headers(request), "Authorization"));
+    if (authorized)
+        connection_authenticated(server, evhttp_request_get_connection(request));
+    if (strcmp(path, ADMIN_HTTP_HEALTH_PATH) == 0) {
         route = ADMIN_HTTP_HEALTH_PATH;
         int64_t revision = 0;
         store_revision(server->db, &revision, NULL);
@@ -320,9 +566,7 @@ static void handle_request(struct evhttp_request *request, void *context)
             reply.status = 200;
             reply.body = json_pack("{s:s,s:I}", "status", "ok", "revision", (json_int_t)revision);
         }
-    } else if (!admin_token_authorizes(server->token,
-                                       evhttp_find_header(evhttp_request_get_input_headers(request),
-                                                          "Authorization"))) {
+    } else if (!authorized) {
         evhttp_add_header(evhttp_request_get_output_headers(request), "WWW-Authenticate",
                           "Bearer realm=\"atrium\"");
         rest_reply_error(&reply, 401, "unauthorized", NULL,
@@ -332,12 +576,10 @@ static void handle_request(struct evhttp_request *request, void *context)
         route = ADMIN_HTTP_METRICS_PATH;
         serve_metrics(server, request, &reply);
         admin_metrics_record(server->metrics, route, method, reply.status, seconds_now() - start);
-        free(path);
         return;
     } else {
         route = serve_api(server, request, method, path, &reply);
     }
-    free(path);
     send_reply(request, &reply);
     admin_metrics_record(server->metrics, route, method, reply.status, seconds_now() - start);
     rest_reply_clear(&reply);
@@ -389,17 +631,26 @@ int admin_http_start(const admin_http_options *options, store *db, admin_http **
     server->http = server->base ? evhttp_new(server->base) : NULL;
     server->stop_event =
         server->http ? event_new(server->base, -1, 0, stop_loop, server->base) : NULL;
-    if (server->stop_event == NULL) {
+    server->resume_event =
+        server->stop_event ? evtimer_new(server->base, resume_accepting, server) : NULL;
+    if (server->resume_event == NULL) {
         snprintf(error, error_size, "cannot create the HTTP server");
         admin_http_stop(server);
         return -1;
     }
     evhttp_set_gencb(server->http, handle_request, server);
-    evhttp_set_max_body_size(server->http, TRANSPORT_BODY_MAX);
+    evhttp_set_bevcb(server->http, connection_accepted, server);
+    /* evhttp answers a request whose headers pass this with its own 400 and
+     * closes; libevent 2.1 offers no hook to answer 431 instead. */
+    evhttp_set_max_headers_size(server->http, ADMIN_HTTP_HEADERS_MAX);
+    /* A Content-Length over this is answered 413 (and the connection closed)
+     * before a byte of the body is read; chunked bodies as soon as their
+     * chunk sizes add up to more. */
+    evhttp_set_max_body_size(server->http, REST_BODY_MAX);
     evhttp_set_allowed_methods(server->http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST |
                                                  EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD |
                                                  EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
-    evhttp_set_timeout(server->http, 30);
+    evhttp_set_timeout(server->http, ADMIN_HTTP_TIMEOUT_S);
     struct evhttp_bound_socket *socket = evhttp_bind_socket_with_handle(server->http, host, port);
     if (socket == NULL) {
         snprintf(error, error_size, "cannot listen on %s: %s", address,
@@ -407,6 +658,9 @@ int admin_http_start(const admin_http_options *options, store *db, admin_http **
         admin_http_stop(server);
         return -1;
     }
+    server->listener = evhttp_bound_socket_get_listener(socket);
+    listening_add(server);
+    evconnlistener_set_error_cb(server->listener, accept_failed);
     struct sockaddr_storage bound;
     ev_socklen_t length = sizeof(bound);
     getsockname(evhttp_bound_socket_get_fd(socket), (struct sockaddr *)&bound, &length);
@@ -432,8 +686,14 @@ void admin_http_stop(admin_http *server)
     }
     if (server->stop_event)
         event_free(server->stop_event);
+    if (server->resume_event)
+        event_free(server->resume_event);
+    listening_remove(server);
+    server->listener = NULL; /* evhttp_free frees it before the connections */
     if (server->http)
-        evhttp_free(server->http);
+        evhttp_free(server->http); /* closes every connection: connection_closed frees each */
+    while (server->oldest != NULL) /* those whose adopt event never ran */
+        connection_unlink(server, server->oldest);
     if (server->base)
         event_base_free(server->base);
     admin_metrics_free(server->metrics);

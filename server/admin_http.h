@@ -16,6 +16,16 @@
 #define ADMIN_HTTP_HEALTH_PATH  "/healthz"
 #define ADMIN_HTTP_METRICS_PATH "/metrics"
 
+/* Limits on what one client can make the admin listener hold. */
+#define ADMIN_HTTP_HEADERS_MAX     (64 * 1024) /* request line + headers; over it: 400 (evhttp's) */
+#define ADMIN_HTTP_MAX_CONNECTIONS 128         /* open; at the limit the listener pauses */
+/* Open connections none of whose requests presented the token yet; past it
+ * the oldest of them is closed to admit the new one. */
+#define ADMIN_HTTP_MAX_UNAUTHENTICATED    32
+#define ADMIN_HTTP_TIMEOUT_S              30   /* reading a request or writing a reply */
+#define ADMIN_HTTP_ACCEPT_PAUSE_MS        100  /* after accept() fails (EMFILE, ENFILE, ...) */
+#define ADMIN_HTTP_ACCEPT_LOG_INTERVAL_MS 1000 /* at most one log line about it per interval */
+
 typedef struct admin_http admin_http;
 
 /* Binds the address and starts serving on a new thread; every call but

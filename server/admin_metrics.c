@@ -32,7 +32,27 @@ struct admin_metrics {
     size_t counter_count;
     latency_histogram *histograms;
     size_t histogram_count;
+    size_t open_connections;
+    size_t unauthenticated_connections;
+    uint64_t connections_closed_for_limit;
+    uint64_t accept_failures;
 };
+
+void admin_metrics_set_connections(admin_metrics *metrics, size_t open, size_t unauthenticated)
+{
+    metrics->open_connections = open;
+    metrics->unauthenticated_connections = unauthenticated;
+}
+
+void admin_metrics_count_connection_closed_for_limit(admin_metrics *metrics)
+{
+    metrics->connections_closed_for_limit++;
+}
+
+void admin_metrics_count_accept_failure(admin_metrics *metrics)
+{
+    metrics->accept_failures++;
+}
 
 admin_metrics *admin_metrics_new(void)
 {
@@ -104,6 +124,24 @@ char *admin_metrics_render(const admin_metrics *metrics, int64_t store_revision)
             "# TYPE atrium_store_revision gauge\n"
             "atrium_store_revision %lld\n",
             (long long)store_revision);
+    fprintf(out,
+            "# HELP atrium_rest_connections Open admin API connections, by whether one of their "
+            "requests presented the token.\n"
+            "# TYPE atrium_rest_connections gauge\n"
+            "atrium_rest_connections{authenticated=\"true\"} %zu\n"
+            "atrium_rest_connections{authenticated=\"false\"} %zu\n"
+            "# HELP atrium_rest_connections_closed_for_limit_total Unauthenticated admin API "
+            "connections closed to admit newer ones.\n"
+            "# TYPE atrium_rest_connections_closed_for_limit_total counter\n"
+            "atrium_rest_connections_closed_for_limit_total %llu\n"
+            "# HELP atrium_rest_accept_failures_total accept() failures of the admin API listener "
+            "(out of file descriptors or memory); each paused it briefly.\n"
+            "# TYPE atrium_rest_accept_failures_total counter\n"
+            "atrium_rest_accept_failures_total %llu\n",
+            metrics->open_connections - metrics->unauthenticated_connections,
+            metrics->unauthenticated_connections,
+            (unsigned long long)metrics->connections_closed_for_limit,
+            (unsigned long long)metrics->accept_failures);
     fprintf(out, "# HELP atrium_rest_requests_total Admin API requests by route, method and "
                  "status code.\n"
                  "# TYPE atrium_rest_requests_total counter\n");

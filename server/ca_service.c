@@ -17,6 +17,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -173,6 +174,13 @@ static grpc_status_code create_certificate(ca_service *service, grpc_call *call,
     *chain = *bundle = NULL;
     if (request->csr_pem == NULL || request->csr_pem[0] == '\0') {
         snprintf(why, why_size, "csr_pem is required");
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    if (request->ttl_s != 0 &&
+        (request->ttl_s < CA_LEAF_TTL_MIN_S || request->ttl_s > CA_LEAF_TTL_MAX_S)) {
+        snprintf(why, why_size,
+                 "ttl_s: %" PRIu32 " s is outside [%u s, %u s] (0: the default, %u s)",
+                 request->ttl_s, CA_LEAF_TTL_MIN_S, CA_LEAF_TTL_MAX_S, CA_LEAF_TTL_DEFAULT_S);
         return GRPC_STATUS_INVALID_ARGUMENT;
     }
     model_certificate record;

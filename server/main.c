@@ -87,7 +87,9 @@ typedef struct daemon_parts {
     store *db;
     xds_server *xds;
     ca_service *authority;
-    int64_t warned_at_ms; /* of the last issuer-expiry warning */
+    int64_t warned_at_ms;        /* of the last issuer-expiry warning */
+    uint64_t disk_full_reported; /* store_disk_full_count() at the last report */
+    const char *database_path;
 } daemon_parts;
 
 #define ISSUER_WARNING_MS (30LL * 24 * 3600 * 1000)
@@ -99,6 +101,15 @@ static void run_maintenance(evutil_socket_t fd, short events, void *context)
     (void)events;
     daemon_parts *parts = context;
     int64_t now = clock_wall_ms();
+    /* Disk full: one line per interval with the count, never one per refused write. */
+    uint64_t disk_full = store_disk_full_count();
+    if (disk_full != parts->disk_full_reported) {
+        log_error("the disk holding %s is full (or --max-database-mb reached): %llu write%s "
+                  "refused in the last second",
+                  parts->database_path, (unsigned long long)(disk_full - parts->disk_full_reported),
+                  disk_full - parts->disk_full_reported == 1 ? "" : "s");
+        parts->disk_full_reported = disk_full;
+    }
     if (parts->authority != NULL && now - parts->warned_at_ms > DAY_MS) {
         int64_t remaining = ca_service_issuer_not_after_ms(parts->authority) - now;
         if (remaining < ISSUER_WARNING_MS) {
@@ -149,7 +160,13 @@ static char *daemon_metrics(void *context)
     char *xds = parts->xds ? xds_server_metrics(parts->xds) : NULL;
     char *authority = parts->authority ? ca_service_metrics(parts->authority) : NULL;
     char *both = NULL;
-    if (asprintf(&both, "%s%s", xds ? xds : "", authority ? authority : "") < 0)
+    if (asprintf(&both,
+                 "%s%s# HELP atrium_store_disk_full_total Writes SQLite refused because the disk "
+                 "(or --max-database-mb) was full.\n"
+                 "# TYPE atrium_store_disk_full_total counter\n"
+                 "atrium_store_disk_full_total %llu\n",
+                 xds ? xds : "", authority ? authority : "",
+                 (unsigned long long)store_disk_full_count()) < 0)
         both = NULL;
     free(xds);
     free(authority);
@@ -194,7 +211,8 @@ int main(int argc, char **argv)
     char database_path[OPTIONS_TEXT_MAX + 32];
     snprintf(database_path, sizeof(database_path), "%s/%s", options.data_dir, DATABASE_FILE);
     store_options store_settings = {.path = database_path,
-                                    .synchronous_full = options.synchronous_full};
+                                    .synchronous_full = options.synchronous_full,
+                                    .max_database_bytes = (int64_t)options.max_database_mb << 20};
     store *db = NULL;
     store_error store_failure = {0};
     if (store_open(&store_settings, &db, &store_failure) != STORE_OK) {
@@ -224,7 +242,7 @@ int main(int argc, char **argv)
     struct event_base *base = event_base_new();
     struct event *sigint = base ? evsignal_new(base, SIGINT, on_signal, base) : NULL;
     struct event *sigterm = base ? evsignal_new(base, SIGTERM, on_signal, base) : NULL;
-    daemon_parts parts = {db, NULL, NULL, 0};
+    daemon_parts parts = {db, NULL, NULL, 0, 0, database_path};
     struct event *maintenance =
         base ? event_new(base, -1, EV_PERSIST, run_maintenance, &parts) : NULL;
     struct timeval maintenance_interval = {MAINTENANCE_INTERVAL_MS / 1000,

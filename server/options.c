@@ -38,6 +38,8 @@ static const settings_entry settings[] = {
     TEXT_SETTING("ca-issuer-key", SETTINGS_TEXT, ca_issuer_key),
     MILLISECONDS_SETTING("xds-debounce-ms", xds_debounce_ms),
     MILLISECONDS_SETTING("xds-push-interval-ms", xds_push_interval_ms),
+    {"max-database-mb", SETTINGS_INTEGER, offsetof(atriumd_options, max_database_mb), sizeof(int),
+     0, 1000000, "MiB", NULL, NULL},
 };
 
 const char *atriumd_options_usage(void)
@@ -60,6 +62,8 @@ const char *atriumd_options_usage(void)
            "                         directory at the CA's first start (all four or none)\n"
            "  --xds-debounce-ms N    changes within N ms become one xDS push (default 100)\n"
            "  --xds-push-interval-ms N  at most one xDS push per N ms (default 100)\n"
+           "  --max-database-mb N    refuse writes that would grow atrium.db past N MiB, as\n"
+           "                         if the disk were full (default 0: no cap)\n"
            "  --help                 show this text\n";
 }
 

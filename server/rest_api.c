@@ -8,6 +8,8 @@
 
 #include "join_tokens.h"
 
+#include <event2/http.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -302,6 +304,12 @@ static void replace_endpoints(store *db, const rest_call *call, rest_reply *repl
         return;
     }
     size_t count = json_array_size(items);
+    if (count > REST_ENDPOINTS_MAX) {
+        rest_reply_error(reply, 400, "invalid", "endpoints",
+                         "endpoints: at most %d endpoints in one set (got %zu)", REST_ENDPOINTS_MAX,
+                         count);
+        return;
+    }
     model_endpoint *endpoints = count ? calloc(count, sizeof(*endpoints)) : NULL;
     if (count && endpoints == NULL) {
         rest_reply_error(reply, 500, "internal", NULL, "out of memory");
@@ -822,52 +830,109 @@ static const rest_route routes[] = {
 };
 #define ROUTE_COUNT (sizeof(routes) / sizeof(routes[0]))
 
-/* Matches path against pattern segment by segment; parameters are copied
- * into params. */
-static bool path_matches(const char *pattern, const char *path,
-                         char params[REST_PARAM_COUNT][REST_PARAM_SIZE])
+/* Whether a decoded path parameter is valid for the route: the grammar the
+ * model uses for that name. {name} and an endpoint's {id} are DNS-1123 labels
+ * (model_name_is_valid); a token's {id} and a certificate's {serial} are
+ * 1-64 lower-case hex digits. text is decoded and NUL-terminated; a decoded
+ * NUL byte was refused before this. */
+static bool parameter_is_valid(const char *pattern, const char *parameter, const char *text)
 {
+    if (strcmp(parameter, "name") == 0 ||
+        (strcmp(parameter, "id") == 0 && strncmp(pattern, "/v1/services/", 13) == 0))
+        return model_name_is_valid(text);
+    size_t length = strlen(text);
+    return length >= 1 && length <= REST_HEX_PARAM_MAX &&
+           strspn(text, "0123456789abcdef") == length;
+}
+
+/* The outcome of matching one route's pattern against a raw path. */
+typedef enum path_result {
+    PATH_NO_MATCH,
+    PATH_MATCH,
+    PATH_BAD_PARAMETER, /* the shape matches, a parameter does not: parameter names it */
+} path_result;
+
+/* Matches the raw (still percent-encoded) path against pattern segment by
+ * segment. Each segment is decoded on its own, so "%2F" never splits a
+ * segment, and a parameter is refused when its decoded bytes hold a NUL, are
+ * longer than REST_PARAM_SIZE - 1, or break the parameter's grammar. Valid
+ * parameters are copied into params. */
+static path_result path_matches(const char *pattern, const char *path,
+                                char params[REST_PARAM_COUNT][REST_PARAM_SIZE], char *parameter,
+                                size_t parameter_size)
+{
+    const char *route_pattern = pattern;
     size_t param = 0;
+    path_result result = PATH_MATCH;
     while (*pattern != '\0' && *path != '\0') {
         if (*pattern != '/' || *path != '/')
-            return false;
+            return PATH_NO_MATCH;
         pattern++;
         path++;
         size_t pattern_length = strcspn(pattern, "/");
         size_t path_length = strcspn(path, "/");
         if (pattern[0] == '{') {
-            if (path_length == 0 || path_length >= REST_PARAM_SIZE || param >= REST_PARAM_COUNT)
-                return false;
-            memcpy(params[param], path, path_length);
-            params[param++][path_length] = '\0';
+            /* Encoded segments are at most three bytes per decoded byte. */
+            if (path_length == 0 || param >= REST_PARAM_COUNT)
+                return PATH_NO_MATCH;
+            snprintf(parameter, parameter_size, "%.*s", (int)(pattern_length - 2), pattern + 1);
+            char raw[3 * REST_PARAM_SIZE];
+            size_t decoded_length = 0;
+            char *decoded = NULL;
+            if (path_length < sizeof(raw)) {
+                memcpy(raw, path, path_length);
+                raw[path_length] = '\0';
+                decoded = evhttp_uridecode(raw, 0, &decoded_length);
+            }
+            bool valid = decoded != NULL && decoded_length < REST_PARAM_SIZE &&
+                         strlen(decoded) == decoded_length &&
+                         parameter_is_valid(route_pattern, parameter, decoded);
+            if (valid)
+                memcpy(params[param], decoded, decoded_length + 1);
+            else if (result == PATH_MATCH)
+                result = PATH_BAD_PARAMETER; /* unless a literal segment differs later */
+            free(decoded);
+            param++;
         } else if (pattern_length != path_length || strncmp(pattern, path, path_length) != 0) {
-            return false;
+            return PATH_NO_MATCH;
         }
         pattern += pattern_length;
         path += path_length;
     }
-    return *pattern == '\0' && (*path == '\0' || strcmp(path, "/") == 0);
+    if (*pattern != '\0' || (*path != '\0' && strcmp(path, "/") != 0))
+        return PATH_NO_MATCH;
+    return result;
 }
 
 rest_match rest_api_find(const char *method, const char *path, const rest_route **route,
-                         rest_call *call, char *allowed, size_t allowed_size)
+                         rest_call *call, char *detail, size_t detail_size)
 {
     bool path_known = false;
-    allowed[0] = '\0';
+    detail[0] = '\0';
+    char allowed[64] = "";
     for (size_t i = 0; i < ROUTE_COUNT; i++) {
         char params[REST_PARAM_COUNT][REST_PARAM_SIZE];
-        if (!path_matches(routes[i].pattern, path, params))
+        char parameter[32];
+        path_result result =
+            path_matches(routes[i].pattern, path, params, parameter, sizeof(parameter));
+        if (result == PATH_NO_MATCH)
             continue;
+        if (result == PATH_BAD_PARAMETER) {
+            /* Refused before anything else: the method, the body, the store. */
+            snprintf(detail, detail_size, "%s", parameter);
+            return REST_BAD_PARAMETER;
+        }
         if (strcmp(routes[i].method, method) == 0) {
             *route = &routes[i];
             memcpy(call->params, params, sizeof(params));
             return REST_MATCHED;
         }
         size_t used = strlen(allowed);
-        snprintf(allowed + used, allowed_size - used, "%s%s", path_known ? ", " : "",
+        snprintf(allowed + used, sizeof(allowed) - used, "%s%s", path_known ? ", " : "",
                  routes[i].method);
         path_known = true;
     }
+    snprintf(detail, detail_size, "%s", allowed);
     return path_known ? REST_WRONG_METHOD : REST_NO_ROUTE;
 }
 

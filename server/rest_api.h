@@ -16,8 +16,12 @@
 #include <stdint.h>
 
 #define REST_PARAM_COUNT 2   /* at most {name} and {id} */
-#define REST_PARAM_SIZE  256 /* longer path segments match nothing */
+#define REST_PARAM_SIZE  256 /* a longer decoded path parameter is refused (400) */
 #define REST_BODY_MAX    (1024 * 1024)
+/* A token {id} or a certificate {serial}: 1-64 lower-case hex digits. */
+#define REST_HEX_PARAM_MAX 64
+/* Endpoints in one PUT /v1/services/{name}/endpoints (the whole set). */
+#define REST_ENDPOINTS_MAX 10000
 
 /* One request, as the handlers see it. */
 typedef struct rest_call {
@@ -47,13 +51,20 @@ typedef enum rest_match {
     REST_MATCHED,
     REST_WRONG_METHOD, /* the path exists, not with this method */
     REST_NO_ROUTE,
+    REST_BAD_PARAMETER, /* a path parameter is not valid: 400, nothing else is looked at */
 } rest_match;
 
-/* Finds the route of method + path (already percent-decoded) and copies its
- * parameters into call->params. On REST_WRONG_METHOD, allowed receives the
- * methods the path accepts ("GET, PUT, DELETE"). */
+/* Finds the route of method + path and copies its parameters into
+ * call->params. path is the raw path of the request line, still
+ * percent-encoded: it is split on '/' first and each segment decoded on its
+ * own, so "%2F" never adds a segment. Every decoded parameter is checked
+ * (length, no NUL byte, the grammar of that parameter: {name} and an
+ * endpoint {id} are DNS-1123 labels, a token {id} and a {serial} lower-case
+ * hex) before anything else. On REST_WRONG_METHOD, detail receives the
+ * methods the path accepts ("GET, PUT, DELETE"); on REST_BAD_PARAMETER, the
+ * name of the parameter ("name", "id", "serial"). */
 rest_match rest_api_find(const char *method, const char *path, const rest_route **route,
-                         rest_call *call, char *allowed, size_t allowed_size);
+                         rest_call *call, char *detail, size_t detail_size);
 
 /* Runs the route's handler. reply is filled; the caller sends and clears it. */
 void rest_api_handle(const rest_route *route, store *db, const rest_call *call, rest_reply *reply);

@@ -11,26 +11,45 @@
  * resource's version; for state of the world, the version of the last
  * response. A push compares that with the stream's current view and sends
  * only the difference.
+ *
+ * Outside input is bounded before it costs anything (docs/architecture.md,
+ * "The xDS server"): node ids and identifying metadata must be short
+ * printable ASCII, subscriptions have a size, stored texts are cut, proxy
+ * rows are pruned. A stream whose client does not read gets no new responses
+ * queued while one is in flight: its pending types are remembered and sent at
+ * their latest version once the send completes (coalescing, as
+ * go-control-plane's linear cache), and a stream behind for longer than
+ * slow_consumer_ms is closed with RESOURCE_EXHAUSTED. Calls for methods this
+ * server does not have are answered UNIMPLEMENTED at once. On the TLS port,
+ * the client certificate's serial is checked against the revoked ones for
+ * every stream, and a revocation ends the live streams of that certificate.
  */
 #include "xds_server.h"
 
 #include "any.h"
+#include "ca.h"
 #include "clock.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "log.h"
 #include "string_map.h"
 #include "translator.h"
 #include "xds_cache.h"
 
+#include <errno.h>
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #define SOTW_METHOD                                                                                \
@@ -39,6 +58,20 @@
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 #define STATUS_FLUSH_MS 1000
 #define NOT_PRESENT     "" /* delta: the client was told the name does not exist */
+
+/* Limits on what a client controls (stated in docs/architecture.md). */
+#define NODE_TEXT_MAX       256             /* node id, atrium.service, atrium.namespace: bytes */
+#define NACK_MESSAGE_MAX    4096            /* error_detail.message kept, then TRUNCATED */
+#define RESOURCE_NAME_MAX   1024            /* one subscribed resource name */
+#define NAMES_PER_TYPE_MAX  65536           /* subscribed names per stream and type */
+#define VERSION_TEXT_MAX    64              /* an initial_resource_versions value kept */
+#define REQUEST_BYTES_MAX   4194304         /* one request message (gRPC's receive limit) */
+#define SLOW_CONSUMER_MS    30000           /* default: behind this long → RESOURCE_EXHAUSTED */
+#define PROXY_RETENTION_MS  (3600LL * 1000) /* default: disconnected rows kept */
+#define PROXY_ROWS_MAX      10000           /* default: proxy rows kept */
+#define PRUNE_INTERVAL_MS   10000           /* how often the proxy rows are pruned */
+#define COMPLAINT_PERIOD_MS 10000           /* at most one undecodable-request log line */
+#define TRUNCATED           "\xe2\x80\xa6[truncated]"
 
 /* ---- tags ---- */
 
@@ -51,6 +84,8 @@ typedef enum tag_kind {
     TAG_STATUS,
     TAG_WAKE,
     TAG_SHUTDOWN,
+    TAG_UNKNOWN_ACCEPT, /* a call for a method this server does not have */
+    TAG_REFUSED,        /* its UNIMPLEMENTED status went out */
 } tag_kind;
 
 typedef struct tag {
@@ -104,6 +139,12 @@ typedef struct stream {
     bool client_done; /* half-closed or failed receive */
     queued *queue_head, *queue_tail;
     bool sending;
+    /* Behind: types whose push waits for the send in flight (sent at their
+     * latest version when it completes), and since when. */
+    bool deferred[XDS_TYPE_COUNT];
+    bool deferred_force[XDS_TYPE_COUNT];
+    int64_t behind_since_ms; /* 0: not behind */
+    int64_t send_started_ms; /* of the send in flight */
     /* The node. */
     char *node_id;
     profile *profile; /* set for atrium-proxy nodes */
@@ -115,6 +156,7 @@ typedef struct stream {
     /* Over the TLS port: the SPIFFE ID of the client certificate. */
     bool over_tls;
     char *peer_identity;
+    char *peer_serial; /* of the client certificate, as in the store */
     /* How the server ends the stream (OK unless it refused it). */
     grpc_status_code end_code;
     grpc_slice end_details;
@@ -127,6 +169,21 @@ typedef struct accept_slot {
     grpc_metadata_array metadata;
     gpr_timespec deadline;
 } accept_slot;
+
+/* A call for an unknown method, answered UNIMPLEMENTED. */
+typedef struct unknown_slot {
+    tag tag;
+    grpc_call *call;
+    grpc_call_details details;
+    grpc_metadata_array metadata;
+} unknown_slot;
+
+typedef struct refusal {
+    tag tag;
+    grpc_call *call;
+    int cancelled;
+    grpc_slice details;
+} refusal;
 
 /* The model of one service as last read from the store. */
 typedef struct service_state {
@@ -143,6 +200,8 @@ struct xds_server {
     grpc_completion_queue *queue;
     void *sotw_method, *delta_method;
     accept_slot accept_sotw, accept_delta;
+    unknown_slot accept_unknown;
+    int refusals; /* UNIMPLEMENTED answers in flight */
     pthread_t thread;
 
     grpc_channel *wake_channel;
@@ -164,6 +223,12 @@ struct xds_server {
     int64_t change_seen_ms; /* when the oldest unpushed change was noticed */
     int tls_port;
     char trust_domain[256];
+    /* Revoked certificate serials (serial → 1), current as of revocation_revision. */
+    string_map *revoked;
+    int64_t revocation_revision;
+    int64_t prune_at_ms;
+    int64_t complained_at_ms; /* the last undecodable-request log line */
+    long complaints_unsaid;
 
     /* Metrics (atomics: read from the admin thread). */
     atomic_long streams_sotw, streams_delta;
@@ -172,6 +237,9 @@ struct xds_server {
     atomic_long push_latency_buckets[8];
     atomic_long push_latency_count;
     atomic_llong push_latency_sum_us;
+    atomic_long refused_requests; /* streams ended for a request out of bounds */
+    atomic_long slow_closed;      /* streams closed for staying behind */
+    atomic_long revoked_closed;   /* streams ended by a revocation */
 };
 
 static const double latency_bounds[8] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0};
@@ -226,6 +294,82 @@ static void copy_text(char *destination, size_t size, const char *text)
     size_t length = strnlen(text, size - 1);
     memmove(destination, text, length);
     destination[length] = '\0';
+}
+
+/* Whether text is 1..NODE_TEXT_MAX bytes of printable ASCII (the shape of a
+ * node id or a name a client identifies itself with). */
+static bool sane_identifier(const char *text)
+{
+    size_t length = strnlen(text, NODE_TEXT_MAX + 1);
+    if (length == 0 || length > NODE_TEXT_MAX)
+        return false;
+    for (size_t i = 0; i < length; i++) {
+        if (text[i] < 0x20 || text[i] > 0x7e)
+            return false;
+    }
+    return true;
+}
+
+/* The length of the valid UTF-8 sequence at text (1-4), or 0 when the bytes
+ * there are not one (overlong forms and surrogates included). */
+static size_t utf8_sequence(const unsigned char *text, size_t available)
+{
+    unsigned char lead = text[0];
+    if (lead < 0x80)
+        return 1;
+    size_t length = lead >= 0xc2 && lead <= 0xdf   ? 2
+                    : lead >= 0xe0 && lead <= 0xef ? 3
+                    : lead >= 0xf0 && lead <= 0xf4 ? 4
+                                                   : 0;
+    if (length == 0 || length > available)
+        return 0;
+    unsigned char low = 0x80, high = 0xbf;
+    if (lead == 0xe0)
+        low = 0xa0;
+    else if (lead == 0xed)
+        high = 0x9f;
+    else if (lead == 0xf0)
+        low = 0x90;
+    else if (lead == 0xf4)
+        high = 0x8f;
+    if (text[1] < low || text[1] > high)
+        return 0;
+    for (size_t i = 2; i < length; i++) {
+        if (text[i] < 0x80 || text[i] > 0xbf)
+            return 0;
+    }
+    return length;
+}
+
+/* A client's free text as it is stored: valid UTF-8 (a byte that is not
+ * becomes '?', control characters but tab and newline too), at most limit
+ * bytes, and when cut, ended with TRUNCATED. A new string the caller frees,
+ * or NULL when out of memory. */
+static char *bounded_text(const char *text, size_t limit)
+{
+    size_t length = strlen(text);
+    char *out = malloc((length < limit ? length : limit) + sizeof(TRUNCATED));
+    if (out == NULL)
+        return NULL;
+    size_t used = 0, at = 0;
+    while (at < length) {
+        const unsigned char *here = (const unsigned char *)text + at;
+        size_t sequence = utf8_sequence(here, length - at);
+        size_t produced = sequence ? sequence : 1;
+        if (used + produced > limit) {
+            memcpy(out + used, TRUNCATED, sizeof(TRUNCATED));
+            return out;
+        }
+        if (sequence == 0 || (here[0] < 0x20 && here[0] != '\t' && here[0] != '\n') ||
+            here[0] == 0x7f)
+            out[used] = '?';
+        else
+            memcpy(out + used, here, sequence);
+        used += produced;
+        at += produced;
+    }
+    out[used] = '\0';
+    return out;
 }
 
 static int compare_names(const void *left, const void *right)
@@ -390,22 +534,23 @@ static int reload_everything(xds_server *server, int64_t revision)
 }
 
 /* Brings the snapshot and caches up to the store's current revision, reading
- * only the services the change log names. */
-static void catch_up(xds_server *server)
+ * only the services the change log names. True when it read changes (whose
+ * names now wait in the changed sets for a push). */
+static bool catch_up(xds_server *server)
 {
     int64_t revision = 0;
     store_revision(server->db, &revision, NULL);
     if (revision == server->revision)
-        return;
+        return false;
     model_change_list changes;
     store_error error;
     store_status status = store_changes_since(server->db, server->revision, 0, &changes, &error);
     if (status == STORE_NOT_FOUND) { /* compacted past us: read it all */
         reload_everything(server, revision);
-        return;
+        return true;
     }
     if (status != STORE_OK)
-        return; /* tried again on the next wake */
+        return false; /* tried again on the next wake */
     string_map *touched = string_map_new(NULL);
     int64_t reached = server->revision;
     /* Proxy profiles hold routes of the services they may call: they change
@@ -439,6 +584,7 @@ static void catch_up(xds_server *server)
         string_map_each(server->profiles, rebuild_profile_entry, server);
     if (!failed)
         server->revision = reached;
+    return true;
 }
 
 /* ---- the view of a stream ---- */
@@ -558,6 +704,7 @@ static void start_send(stream *client)
     op.data.send_message.send_message = client->queue_head->buffer;
     if (grpc_call_start_batch(client->call, &op, 1, &client->send_tag, NULL) == GRPC_CALL_OK) {
         client->sending = true;
+        client->send_started_ms = clock_monotonic_ms();
         client->pending++;
     }
 }
@@ -759,6 +906,49 @@ static void push_delta(stream *client, xds_type type, bool removals)
     free(view.items);
 }
 
+/* ---- a stream that is behind ---- */
+
+/* Whether a response is still on its way to the client: then a push is not
+ * packed and queued, only remembered (deferred) per type. */
+static bool behind(const stream *client)
+{
+    return client->sending || client->queue_head != NULL;
+}
+
+static void defer_push(stream *client, xds_type type, bool force)
+{
+    client->deferred[type] = true;
+    client->deferred_force[type] |= force;
+    if (client->behind_since_ms == 0)
+        client->behind_since_ms = clock_monotonic_ms();
+}
+
+/* After the send in flight completed: every deferred type, at its latest
+ * version, in make-before-break order (delta removals last). Each type is
+ * compared in full with what the client has, so whatever versions went by
+ * while it was behind, it gets only the current one. */
+static void flush_deferred(stream *client)
+{
+    if (client->behind_since_ms == 0 || client->client_done || client->finished)
+        return;
+    bool deferred[XDS_TYPE_COUNT], force[XDS_TYPE_COUNT];
+    memcpy(deferred, client->deferred, sizeof(deferred));
+    memcpy(force, client->deferred_force, sizeof(force));
+    memset(client->deferred, 0, sizeof(client->deferred));
+    memset(client->deferred_force, 0, sizeof(client->deferred_force));
+    client->behind_since_ms = 0;
+    for (int pass = 0; pass < (client->delta ? 2 : 1); pass++) {
+        for (int type = 0; type < XDS_TYPE_COUNT; type++) {
+            if (!deferred[type] || !client->types[type].subscribed)
+                continue;
+            if (client->delta)
+                push_delta(client, (xds_type)type, pass == 1);
+            else
+                push_sotw(client, (xds_type)type, force[type]);
+        }
+    }
+}
+
 static void record_push_latency(xds_server *server)
 {
     if (server->change_seen_ms == 0)
@@ -878,6 +1068,13 @@ static void push_changes(stream *client, name_list changed[XDS_TYPE_COUNT])
         if (client->profile != NULL && client->profile->changed[type] != NULL)
             string_map_each(client->profile->changed[type], check_change, &walk);
         concerned[type] = walk.concerned;
+    }
+    if (behind(client)) { /* coalesced: sent at the latest version when it catches up */
+        for (int type = 0; type < XDS_TYPE_COUNT; type++) {
+            if (concerned[type])
+                defer_push(client, (xds_type)type, false);
+        }
+        return;
     }
     for (int pass = 0; pass < (client->delta ? 2 : 1); pass++) {
         for (int type = 0; type < XDS_TYPE_COUNT; type++) {
@@ -1031,6 +1228,25 @@ static profile *profile_for(xds_server *server, const char *service, const char 
 }
 
 static void end_stream(stream *client, grpc_status_code code, const char *message);
+static void schedule_push(xds_server *server);
+
+/* Ends the stream for a request out of bounds (counted in the metrics). */
+static void refuse_request(stream *client, grpc_status_code code, const char *message)
+{
+    atomic_fetch_add(&client->server->refused_requests, 1);
+    end_stream(client, code, message);
+}
+
+/* Copies text into a fixed buffer, cut to fit, printable ASCII only (what a
+ * client sends as a version is shown by the REST API as a JSON string). */
+static void copy_printable(char *destination, size_t size, const char *text)
+{
+    copy_text(destination, size, text);
+    for (char *at = destination; *at != '\0'; at++) {
+        if (*at < 0x20 || *at > 0x7e)
+            *at = '?';
+    }
+}
 
 /* The first request names the node; atrium-proxy says what it fronts. Over
  * the TLS port the client certificate must carry a SPIFFE ID, and an
@@ -1043,21 +1259,38 @@ static bool identify_node(stream *client, const Envoy__Config__Core__V3__Node *n
         return false;
     if (client->node_id != NULL || node == NULL)
         return true;
+    /* Bounded before anything is kept or built for it. */
+    const char *id = node->id && node->id[0] ? node->id : "unknown";
+    char *service = metadata_text(node->metadata, "atrium.service");
+    char *space = metadata_text(node->metadata, "atrium.namespace");
+    const char *bad = !sane_identifier(id)                           ? "node.id"
+                      : service != NULL && !sane_identifier(service) ? "metadata atrium.service"
+                      : space != NULL && !sane_identifier(space)     ? "metadata atrium.namespace"
+                                                                     : NULL;
+    if (bad != NULL) {
+        free(service);
+        free(space);
+        char message[160];
+        snprintf(message, sizeof(message), "%s must be 1-%d bytes of printable ASCII", bad,
+                 NODE_TEXT_MAX);
+        refuse_request(client, GRPC_STATUS_INVALID_ARGUMENT, message);
+        return false;
+    }
     if (client->over_tls && client->peer_identity == NULL) {
         end_stream(client, GRPC_STATUS_UNAUTHENTICATED,
                    "xDS on the TLS port needs a client certificate with this mesh's SPIFFE ID");
+        free(service);
+        free(space);
         return false;
     }
     if (client->peer_identity != NULL) {
-        char *service = metadata_text(node->metadata, "atrium.service");
-        char *space = metadata_text(node->metadata, "atrium.namespace");
         char expected[768];
         snprintf(expected, sizeof(expected), "spiffe://%s/ns/%s/sa/%s",
                  client->server->trust_domain, space ? space : "default", service ? service : "");
         bool matches = service == NULL || strcmp(expected, client->peer_identity) == 0;
-        free(service);
-        free(space);
         if (!matches) {
+            free(service);
+            free(space);
             char message[1024];
             snprintf(message, sizeof(message),
                      "the client certificate is %s; the node says it fronts %s",
@@ -1066,12 +1299,12 @@ static bool identify_node(stream *client, const Envoy__Config__Core__V3__Node *n
             return false;
         }
     }
-    client->node_id = strdup(node->id && node->id[0] ? node->id : "unknown");
+    client->node_id = strdup(id);
     /* A new subscriber starts from the store as it is now, not as it was at
-     * the last push (a change may be waiting out the debounce window). */
-    catch_up(client->server);
-    char *service = metadata_text(node->metadata, "atrium.service");
-    char *space = metadata_text(node->metadata, "atrium.namespace");
+     * the last push (a change may be waiting out the debounce window); the
+     * other streams get what was read at the next push. */
+    if (catch_up(client->server))
+        schedule_push(client->server);
     uint32_t app = metadata_port(node->metadata, "atrium.app_port", 0);
     client->service = service ? service : strdup("");
     client->namespace_name = space ? space : strdup("");
@@ -1091,11 +1324,35 @@ static void record_nack(stream *client, type_state *state, const Google__Rpc__St
                         const char *rejected)
 {
     free(state->nack_message);
-    state->nack_message = strdup(detail->message ? detail->message : "");
+    state->nack_message = bounded_text(detail->message ? detail->message : "", NACK_MESSAGE_MAX);
     copy_text(state->nacked_label, sizeof(state->nacked_label), rejected);
     state->nacked_at_ms = clock_wall_ms();
     client->status_dirty = true;
     atomic_fetch_add(&client->server->nacks, 1);
+}
+
+/* Whether count names (added to `already` names of the type) are within the
+ * limits; if not, the stream is refused and false returned. */
+static bool names_within_bounds(stream *client, const char *const *names, size_t count,
+                                size_t already)
+{
+    if (count > NAMES_PER_TYPE_MAX || already + count > NAMES_PER_TYPE_MAX) {
+        char message[128];
+        snprintf(message, sizeof(message), "more than %d resource names of one type on a stream",
+                 NAMES_PER_TYPE_MAX);
+        refuse_request(client, GRPC_STATUS_RESOURCE_EXHAUSTED, message);
+        return false;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (names[i] == NULL || strnlen(names[i], RESOURCE_NAME_MAX + 1) > RESOURCE_NAME_MAX) {
+            char message[128];
+            snprintf(message, sizeof(message), "a resource name longer than %d bytes",
+                     RESOURCE_NAME_MAX);
+            refuse_request(client, GRPC_STATUS_INVALID_ARGUMENT, message);
+            return false;
+        }
+    }
+    return true;
 }
 
 static void handle_sotw(stream *client,
@@ -1117,8 +1374,8 @@ static void handle_sotw(stream *client,
             record_nack(client, state, request->error_detail, state->sotw_version);
             memcpy(state->nacked_version, state->sotw_version, sizeof(state->nacked_version));
         } else {
-            snprintf(state->acked_version, sizeof(state->acked_version), "%s",
-                     request->version_info ? request->version_info : "");
+            copy_printable(state->acked_version, sizeof(state->acked_version),
+                           request->version_info ? request->version_info : "");
             state->acked_at_ms = clock_wall_ms();
             free(state->nack_message);
             state->nack_message = NULL;
@@ -1127,6 +1384,9 @@ static void handle_sotw(stream *client,
         }
     }
     /* The request carries the whole subscription for the type. */
+    if (!names_within_bounds(client, (const char *const *)request->resource_names,
+                             request->n_resource_names, 0))
+        return;
     bool wildcard = request->n_resource_names == 0 && (type == XDS_LISTENER || type == XDS_CLUSTER);
     string_map *names = string_map_new(NULL);
     for (size_t i = 0; names != NULL && i < request->n_resource_names; i++) {
@@ -1147,7 +1407,9 @@ static void handle_sotw(stream *client,
     bool first = !state->subscribed;
     state->subscribed = true;
     state->wildcard = wildcard;
-    if (changed)
+    if (changed && behind(client))
+        defer_push(client, type, first);
+    else if (changed)
         push_sotw(client, type, first);
 }
 
@@ -1163,6 +1425,16 @@ static void handle_delta(stream *client,
     if (!ensure_maps(state))
         return;
     bool first = !state->subscribed;
+    if (!names_within_bounds(client, (const char *const *)request->resource_names_subscribe,
+                             request->n_resource_names_subscribe, string_map_count(state->names)) ||
+        !names_within_bounds(client, (const char *const *)request->resource_names_unsubscribe,
+                             request->n_resource_names_unsubscribe, 0))
+        return;
+    if (first && request->n_initial_resource_versions > NAMES_PER_TYPE_MAX) {
+        refuse_request(client, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                       "more initial_resource_versions than a stream may have per type");
+        return;
+    }
     const char *nonce = request->response_nonce ? request->response_nonce : "";
     if (nonce[0] != '\0' && strcmp(nonce, state->nonce) == 0) {
         if (request->error_detail != NULL) {
@@ -1181,7 +1453,10 @@ static void handle_delta(stream *client,
         for (size_t i = 0; i < request->n_initial_resource_versions; i++) {
             const Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry
                 *entry = request->initial_resource_versions[i];
-            if (entry->key != NULL && entry->value != NULL)
+            /* An odd one is not kept: the client gets that resource again. */
+            if (entry->key != NULL && entry->value != NULL &&
+                strnlen(entry->key, RESOURCE_NAME_MAX + 1) <= RESOURCE_NAME_MAX &&
+                strnlen(entry->value, VERSION_TEXT_MAX + 1) <= VERSION_TEXT_MAX)
                 string_map_set(state->versions, entry->key, strdup(entry->value));
         }
         /* An empty first subscribe means the wildcard, for every type. */
@@ -1215,7 +1490,9 @@ static void handle_delta(stream *client,
         changed = true;
     }
     state->subscribed = true;
-    if (changed) {
+    if (changed && behind(client)) {
+        defer_push(client, type, false);
+    } else if (changed) {
         push_delta(client, type, false);
         push_delta(client, type, true);
     }
@@ -1262,6 +1539,17 @@ static void end_stream(stream *client, grpc_status_code code, const char *messag
     maybe_send_status(client);
 }
 
+/* Ends the stream now, whatever is queued or in flight: the call is cancelled
+ * with code and message, which the client receives as the status. */
+static void close_now(stream *client, grpc_status_code code, const char *message)
+{
+    if (client->finished || client->status_sent)
+        return;
+    client->client_done = true;
+    client->status_sent = true; /* the cancel carries the status */
+    grpc_call_cancel_with_status(client->call, code, message, NULL);
+}
+
 static void flush_status(xds_server *server, bool everything);
 
 static void free_stream(stream *client)
@@ -1282,12 +1570,17 @@ static void free_stream(stream *client)
     }
     if (client->received)
         grpc_byte_buffer_destroy(client->received);
-    if (client->profile != NULL)
-        client->profile->streams--;
+    /* A profile lives while streams use it: node metadata cannot pile them up. */
+    if (client->profile != NULL && --client->profile->streams == 0) {
+        char key[256];
+        copy_text(key, sizeof(key), client->profile->key);
+        string_map_remove(server->profiles, key);
+    }
     for (int type = 0; type < XDS_TYPE_COUNT; type++)
         reset_type_state(&client->types[type]);
     free(client->node_id);
     free(client->peer_identity);
+    free(client->peer_serial);
     grpc_slice_unref(client->end_details);
     free(client->service);
     free(client->namespace_name);
@@ -1305,6 +1598,30 @@ static void settle(stream *client)
         report_disconnect(client->server, client);
         free_stream(client);
     }
+}
+
+/* A request that does not decode ends its stream with INVALID_ARGUMENT and
+ * is logged, at most one line per COMPLAINT_PERIOD_MS (a flood of them must
+ * not flood the log). */
+static void refuse_undecodable(stream *client, size_t length)
+{
+    xds_server *server = client->server;
+    int64_t now = clock_monotonic_ms();
+    if (server->complained_at_ms == 0 || now - server->complained_at_ms >= COMPLAINT_PERIOD_MS) {
+        char *peer = grpc_call_get_peer(client->call);
+        log_warn("xDS: a %zu-byte %s request from %s does not decode; the stream was ended with "
+                 "INVALID_ARGUMENT (%ld more since the last such line)",
+                 length, client->delta ? "DeltaDiscoveryRequest" : "DiscoveryRequest",
+                 peer ? peer : "?", server->complaints_unsaid);
+        gpr_free(peer);
+        server->complained_at_ms = now;
+        server->complaints_unsaid = 0;
+    } else {
+        server->complaints_unsaid++;
+    }
+    refuse_request(client, GRPC_STATUS_INVALID_ARGUMENT,
+                   client->delta ? "the request is not a DeltaDiscoveryRequest"
+                                 : "the request is not a DiscoveryRequest");
 }
 
 static void on_receive(stream *client, bool success)
@@ -1331,6 +1648,8 @@ static void on_receive(stream *client, bool success)
         if (request != NULL) {
             handle_delta(client, request);
             envoy__service__discovery__v3__delta_discovery_request__free_unpacked(request, NULL);
+        } else {
+            refuse_undecodable(client, length);
         }
     } else {
         Envoy__Service__Discovery__V3__DiscoveryRequest *request =
@@ -1338,6 +1657,8 @@ static void on_receive(stream *client, bool success)
         if (request != NULL) {
             handle_sotw(client, request);
             envoy__service__discovery__v3__discovery_request__free_unpacked(request, NULL);
+        } else {
+            refuse_undecodable(client, length);
         }
     }
     grpc_slice_unref(slice);
@@ -1357,8 +1678,11 @@ static void on_send(stream *client, bool success)
         grpc_byte_buffer_destroy(item->buffer);
         free(item);
     }
-    if (success)
+    if (success) {
         start_send(client);
+        if (!behind(client))
+            flush_deferred(client);
+    }
     settle(client);
 }
 
@@ -1377,7 +1701,88 @@ static void read_peer(stream *client)
     property = grpc_auth_property_iterator_next(&properties);
     if (client->over_tls && property != NULL)
         client->peer_identity = strndup(property->value, property->value_length);
+    properties = grpc_auth_context_find_properties_by_name(context, "x509_pem_cert");
+    property = grpc_auth_property_iterator_next(&properties);
+    if (client->over_tls && property != NULL) {
+        char *pem = strndup(property->value, property->value_length);
+        char why[256];
+        if (pem != NULL && ca_certificate_serial(pem, &client->peer_serial, why, sizeof(why)) != 0)
+            client->peer_serial = NULL;
+        free(pem);
+    }
     grpc_auth_context_release(context);
+}
+
+/* ---- revoked client certificates ---- */
+
+/* The serials of the revoked, unexpired certificates as a set, or NULL when
+ * the store cannot say. */
+static string_map *load_revoked(xds_server *server)
+{
+    model_certificate_list list;
+    store_error error;
+    if (store_list_revoked_certificates(server->db, clock_wall_ms(), &list, &error) != STORE_OK)
+        return NULL;
+    string_map *set = string_map_new(NULL);
+    for (size_t i = 0; set != NULL && i < list.count; i++) {
+        if (!string_map_set(set, list.items[i].serial, (void *)1)) {
+            string_map_free(set);
+            set = NULL;
+        }
+    }
+    model_certificate_list_free(&list);
+    return set;
+}
+
+static bool is_revoked(const xds_server *server, const char *serial)
+{
+    return serial != NULL && server->revoked != NULL && string_map_get(server->revoked, serial);
+}
+
+/* Follows the change log for certificates: when one changed (a revocation
+ * names its serial), reads the revoked set again and ends every live stream
+ * authenticated by a certificate now in it with PERMISSION_DENIED. Cheap when
+ * the revision did not move. */
+static void refresh_revocations(xds_server *server)
+{
+    int64_t revision = 0;
+    if (store_revision(server->db, &revision, NULL) != STORE_OK ||
+        revision == server->revocation_revision)
+        return;
+    model_change_list changes;
+    store_error error;
+    bool reload = false;
+    int64_t reached = revision;
+    store_status status =
+        store_changes_since(server->db, server->revocation_revision, 0, &changes, &error);
+    if (status == STORE_NOT_FOUND) {
+        reload = true;
+    } else if (status != STORE_OK) {
+        return; /* again at the next wake */
+    } else {
+        for (size_t i = 0; i < changes.count; i++) {
+            reload |= changes.items[i].kind == MODEL_KIND_CERTIFICATE;
+            if (changes.items[i].revision > reached)
+                reached = changes.items[i].revision;
+        }
+        model_change_list_free(&changes);
+    }
+    if (reload) {
+        string_map *set = load_revoked(server);
+        if (set == NULL)
+            return;
+        string_map_free(server->revoked);
+        server->revoked = set;
+        for (stream *client = server->streams; client != NULL; client = client->next) {
+            if (client->over_tls && is_revoked(server, client->peer_serial) && !client->finished &&
+                !client->status_sent) {
+                close_now(client, GRPC_STATUS_PERMISSION_DENIED,
+                          "the client certificate was revoked");
+                atomic_fetch_add(&server->revoked_closed, 1);
+            }
+        }
+    }
+    server->revocation_revision = reached;
 }
 
 static void start_stream(xds_server *server, accept_slot *slot)
@@ -1417,6 +1822,16 @@ static void start_stream(xds_server *server, accept_slot *slot)
     if (grpc_call_start_batch(client->call, &op, 1, &client->close_tag, NULL) == GRPC_CALL_OK)
         client->pending++;
     start_receive(client);
+    /* On the TLS port, against the store as it is now: a certificate revoked
+     * a moment ago gets no stream. */
+    if (client->over_tls && client->peer_identity != NULL) {
+        refresh_revocations(server);
+        if (client->peer_serial == NULL)
+            end_stream(client, GRPC_STATUS_PERMISSION_DENIED,
+                       "cannot read the serial of the client certificate");
+        else if (is_revoked(server, client->peer_serial))
+            end_stream(client, GRPC_STATUS_PERMISSION_DENIED, "the client certificate is revoked");
+    }
 }
 
 static void request_call(xds_server *server, accept_slot *slot)
@@ -1438,6 +1853,78 @@ static void on_accept(xds_server *server, accept_slot *slot, bool success)
     else if (slot->call != NULL)
         grpc_call_unref(slot->call);
     request_call(server, slot);
+}
+
+/* ---- calls for methods this server does not have ---- */
+
+static void request_unknown(xds_server *server)
+{
+    unknown_slot *slot = &server->accept_unknown;
+    if (server->shutting_down)
+        return;
+    slot->call = NULL;
+    grpc_call_details_init(&slot->details);
+    grpc_metadata_array_init(&slot->metadata);
+    if (grpc_server_request_call(server->grpc, &slot->call, &slot->details, &slot->metadata,
+                                 server->queue, server->queue, &slot->tag) != GRPC_CALL_OK) {
+        grpc_call_details_destroy(&slot->details);
+        grpc_metadata_array_destroy(&slot->metadata);
+    }
+}
+
+/* Answers UNIMPLEMENTED at once (no message of it is read), so an unknown
+ * method holds nothing until the client gives up. */
+static void refuse_call(xds_server *server, grpc_call *call, const grpc_slice *method)
+{
+    refusal *item = calloc(1, sizeof(*item));
+    if (item == NULL) {
+        grpc_call_cancel_with_status(call, GRPC_STATUS_UNIMPLEMENTED, "unknown method", NULL);
+        grpc_call_unref(call);
+        return;
+    }
+    item->tag = (tag){TAG_REFUSED, item};
+    item->call = call;
+    char message[200];
+    size_t length = GRPC_SLICE_LENGTH(*method);
+    snprintf(message, sizeof(message), "unknown method %.*s%s", (int)(length < 128 ? length : 128),
+             (const char *)GRPC_SLICE_START_PTR(*method), length > 128 ? "..." : "");
+    item->details = grpc_slice_from_copied_string(message);
+    grpc_op ops[3];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[1].data.recv_close_on_server.cancelled = &item->cancelled;
+    ops[2].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[2].data.send_status_from_server.status = GRPC_STATUS_UNIMPLEMENTED;
+    ops[2].data.send_status_from_server.status_details = &item->details;
+    if (grpc_call_start_batch(call, ops, 3, &item->tag, NULL) != GRPC_CALL_OK) {
+        grpc_call_cancel_with_status(call, GRPC_STATUS_UNIMPLEMENTED, "unknown method", NULL);
+        grpc_call_unref(call);
+        grpc_slice_unref(item->details);
+        free(item);
+        return;
+    }
+    server->refusals++;
+}
+
+static void on_unknown(xds_server *server, bool success)
+{
+    unknown_slot *slot = &server->accept_unknown;
+    if (success && slot->call != NULL && !server->shutting_down)
+        refuse_call(server, slot->call, &slot->details.method);
+    else if (slot->call != NULL)
+        grpc_call_unref(slot->call);
+    grpc_call_details_destroy(&slot->details);
+    grpc_metadata_array_destroy(&slot->metadata);
+    request_unknown(server);
+}
+
+static void on_refused(xds_server *server, refusal *item)
+{
+    grpc_call_unref(item->call);
+    grpc_slice_unref(item->details);
+    free(item);
+    server->refusals--;
 }
 
 /* ---- status to the store ---- */
@@ -1546,6 +2033,39 @@ static void refresh_trust(xds_server *server)
     free(bundle);
 }
 
+/* Forgets proxies disconnected for longer than the retention, and the least
+ * recently seen beyond the row limit: what clients write cannot fill the disk. */
+static void prune_proxies(xds_server *server)
+{
+    size_t removed = 0;
+    store_error error;
+    store_prune_proxies(server->db, clock_wall_ms() - server->options.proxy_retention_ms,
+                        (size_t)server->options.max_proxy_rows, &removed, &error);
+}
+
+/* Closes the streams that stayed behind too long: with changes waiting
+ * behind a send the client does not read, or with their final status
+ * waiting behind one. */
+static void close_slow_streams(xds_server *server)
+{
+    int64_t now = clock_monotonic_ms();
+    int64_t limit = server->options.slow_consumer_ms;
+    for (stream *client = server->streams; client != NULL; client = client->next) {
+        if (client->finished || client->status_sent)
+            continue;
+        bool late = client->behind_since_ms != 0 && now - client->behind_since_ms > limit;
+        late |= client->client_done && client->sending && now - client->send_started_ms > limit;
+        if (late) {
+            char message[160];
+            snprintf(message, sizeof(message),
+                     "the client read no response for %lld ms while newer ones waited",
+                     (long long)limit);
+            close_now(client, GRPC_STATUS_RESOURCE_EXHAUSTED, message);
+            atomic_fetch_add(&server->slow_closed, 1);
+        }
+    }
+}
+
 static void run_timers(xds_server *server)
 {
     int64_t now = clock_monotonic_ms();
@@ -1556,6 +2076,11 @@ static void run_timers(xds_server *server)
     if (now >= server->flush_at_ms) {
         refresh_trust(server);
         flush_status(server, false);
+        if (now >= server->prune_at_ms) {
+            prune_proxies(server);
+            server->prune_at_ms = now + PRUNE_INTERVAL_MS;
+        }
+        close_slow_streams(server);
         server->flush_at_ms = now + STATUS_FLUSH_MS;
     }
 }
@@ -1577,6 +2102,7 @@ static void on_wake(xds_server *server)
         begin_shutdown(server);
         return;
     }
+    refresh_revocations(server);
     int64_t revision = 0;
     store_revision(server->db, &revision, NULL);
     if (revision != server->revision)
@@ -1612,13 +2138,19 @@ static void handle_event(xds_server *server, tag *event_tag, bool success)
     case TAG_SHUTDOWN:
         server->shutdown_done = true;
         break;
+    case TAG_UNKNOWN_ACCEPT:
+        on_unknown(server, success);
+        break;
+    case TAG_REFUSED:
+        on_refused(server, event_tag->owner);
+        break;
     }
 }
 
 static void *serve(void *context)
 {
     xds_server *server = context;
-    while (!(server->shutdown_done && server->streams == NULL)) {
+    while (!(server->shutdown_done && server->streams == NULL && server->refusals == 0)) {
         int64_t now = clock_monotonic_ms();
         int64_t next = server->flush_at_ms;
         if (server->push_at_ms != 0 && server->push_at_ms < next)
@@ -1633,6 +2165,73 @@ static void *serve(void *context)
             run_timers(server);
     }
     return NULL;
+}
+
+/* Why binding address failed, in error: gRPC does not say, so a plain
+ * socket tries the same bind (SO_REUSEADDR, as gRPC; no SO_REUSEPORT). */
+static void explain_listen_failure(const char *address, char *error, size_t error_size)
+{
+    const char *colon = strrchr(address, ':');
+    int reason = 0;
+    if (colon != NULL) {
+        const char *host = address;
+        size_t host_length = (size_t)(colon - address);
+        if (host_length >= 2 && host[0] == '[' && colon[-1] == ']') {
+            host++;
+            host_length -= 2;
+        }
+        char host_text[256];
+        snprintf(host_text, sizeof(host_text), "%.*s", (int)host_length, host);
+        struct addrinfo hints, *found = NULL;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE;
+        if (getaddrinfo(host_text[0] ? host_text : NULL, colon + 1, &hints, &found) == 0) {
+            for (struct addrinfo *at = found; at != NULL && reason == 0; at = at->ai_next) {
+                int fd = socket(at->ai_family, at->ai_socktype | SOCK_CLOEXEC, at->ai_protocol);
+                if (fd < 0)
+                    continue;
+                int one = 1;
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                if (bind(fd, at->ai_addr, at->ai_addrlen) != 0)
+                    reason = errno;
+                close(fd);
+            }
+            freeaddrinfo(found);
+        }
+    }
+    if (reason == EADDRINUSE)
+        snprintf(error, error_size,
+                 "cannot listen on %s: address in use (another process listens there; "
+                 "atriumd does not share its ports)",
+                 address);
+    else if (reason != 0)
+        snprintf(error, error_size, "cannot listen on %s: %s", address, strerror(reason));
+    else
+        snprintf(error, error_size, "cannot listen on %s", address);
+}
+
+/* Undoes grpc_server_create before the server started: a server with a
+ * listener must be shut down before it is destroyed (gRPC asserts it). */
+static void abandon_grpc(xds_server *server)
+{
+    grpc_server_shutdown_and_notify(server->grpc, server->queue, &server->shutdown_tag);
+    grpc_server_cancel_all_calls(server->grpc);
+    for (;;) {
+        grpc_event event = grpc_completion_queue_next(server->queue, deadline_in_ms(10000), NULL);
+        if (event.type != GRPC_OP_COMPLETE || event.tag == &server->shutdown_tag)
+            break;
+    }
+    grpc_server_destroy(server->grpc);
+    server->grpc = NULL;
+    grpc_completion_queue_shutdown(server->queue);
+    while (
+        grpc_completion_queue_next(server->queue, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+        GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(server->queue);
+    server->queue = NULL;
+    grpc_shutdown();
 }
 
 /* ---- public ---- */
@@ -1663,10 +2262,17 @@ int xds_server_start(const xds_server_options *options, store *db, xds_server **
         server->options.debounce_ms = 100;
     if (server->options.min_push_interval_ms < 0)
         server->options.min_push_interval_ms = 0;
+    if (server->options.slow_consumer_ms <= 0)
+        server->options.slow_consumer_ms = SLOW_CONSUMER_MS;
+    if (server->options.proxy_retention_ms <= 0)
+        server->options.proxy_retention_ms = PROXY_RETENTION_MS;
+    if (server->options.max_proxy_rows <= 0)
+        server->options.max_proxy_rows = PROXY_ROWS_MAX;
     server->wake_tag = (tag){TAG_WAKE, NULL};
     server->shutdown_tag = (tag){TAG_SHUTDOWN, NULL};
     server->accept_sotw = (accept_slot){.tag = {TAG_ACCEPT, &server->accept_sotw}, .delta = false};
     server->accept_delta = (accept_slot){.tag = {TAG_ACCEPT, &server->accept_delta}, .delta = true};
+    server->accept_unknown.tag = (tag){TAG_UNKNOWN_ACCEPT, &server->accept_unknown};
     server->services = string_map_new(free_service_state);
     server->profiles = string_map_new(free_profile);
     server->shared = xds_cache_new();
@@ -1682,6 +2288,13 @@ int xds_server_start(const xds_server_options *options, store *db, xds_server **
         xds_server_stop(server);
         return -1;
     }
+    server->revocation_revision = revision;
+    server->revoked = load_revoked(server);
+    if (server->revoked == NULL) {
+        snprintf(error, error_size, "cannot read the revoked certificates from the store");
+        xds_server_stop(server);
+        return -1;
+    }
     refresh_trust(server);
     for (int type = 0; type < XDS_TYPE_COUNT; type++) { /* no stream yet: nothing to push */
         string_map_free(server->changed[type]);
@@ -1690,7 +2303,16 @@ int xds_server_start(const xds_server_options *options, store *db, xds_server **
 
     grpc_init();
     server->queue = grpc_completion_queue_create_for_next(NULL);
-    server->grpc = grpc_server_create(NULL, NULL);
+    /* No SO_REUSEPORT (gRPC's default): a second atriumd on the same ports
+     * must fail to bind, not silently get half of the connections. */
+    grpc_arg server_args[2] = {
+        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         .value.integer = REQUEST_BYTES_MAX},
+    };
+    grpc_channel_args server_settings = {2, server_args};
+    server->grpc = grpc_server_create(&server_settings, NULL);
     grpc_server_register_completion_queue(server->grpc, server->queue, NULL);
     server->sotw_method =
         grpc_server_register_method(server->grpc, SOTW_METHOD, NULL, GRPC_SRM_PAYLOAD_NONE, 0);
@@ -1700,16 +2322,10 @@ int xds_server_start(const xds_server_options *options, store *db, xds_server **
     int port = grpc_server_add_http2_port(server->grpc, options->address, credentials);
     grpc_server_credentials_release(credentials);
     if (port == 0) {
-        snprintf(error, error_size, "cannot listen on %s", options->address);
-        grpc_server_destroy(server->grpc);
-        server->grpc = NULL;
-        grpc_completion_queue_shutdown(server->queue);
-        while (grpc_completion_queue_next(server->queue, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-                   .type != GRPC_QUEUE_SHUTDOWN)
-            ;
-        grpc_completion_queue_destroy(server->queue);
-        server->queue = NULL;
-        grpc_shutdown();
+        explain_listen_failure(options->address, error, error_size);
+        if (options->tls_credentials != NULL)
+            grpc_server_credentials_release(options->tls_credentials);
+        abandon_grpc(server);
         xds_server_stop(server);
         return -1;
     }
@@ -1717,18 +2333,9 @@ int xds_server_start(const xds_server_options *options, store *db, xds_server **
         server->tls_port = grpc_server_add_http2_port(server->grpc, options->tls_address,
                                                       options->tls_credentials);
         if (server->tls_port == 0) {
-            snprintf(error, error_size, "cannot listen on %s", options->tls_address);
+            explain_listen_failure(options->tls_address, error, error_size);
             grpc_server_credentials_release(options->tls_credentials);
-            grpc_server_destroy(server->grpc);
-            server->grpc = NULL;
-            grpc_completion_queue_shutdown(server->queue);
-            while (
-                grpc_completion_queue_next(server->queue, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-                    .type != GRPC_QUEUE_SHUTDOWN)
-                ;
-            grpc_completion_queue_destroy(server->queue);
-            server->queue = NULL;
-            grpc_shutdown();
+            abandon_grpc(server);
             xds_server_stop(server);
             return -1;
         }
@@ -1744,6 +2351,7 @@ int xds_server_start(const xds_server_options *options, store *db, xds_server **
     grpc_server_start(server->grpc);
     request_call(server, &server->accept_sotw);
     request_call(server, &server->accept_delta);
+    request_unknown(server);
     server->flush_at_ms = clock_monotonic_ms() + STATUS_FLUSH_MS;
     if (pthread_create(&server->thread, NULL, serve, server) != 0) {
         snprintf(error, error_size, "cannot start the xDS thread");
@@ -1801,6 +2409,14 @@ char *xds_server_metrics(xds_server *server)
             atomic_load(&server->push_latency_count),
             (double)atomic_load(&server->push_latency_sum_us) / 1e6,
             atomic_load(&server->push_latency_count));
+    fprintf(out,
+            "# HELP atrium_xds_streams_closed_total Streams the server ended, by reason.\n"
+            "# TYPE atrium_xds_streams_closed_total counter\n"
+            "atrium_xds_streams_closed_total{reason=\"invalid_request\"} %ld\n"
+            "atrium_xds_streams_closed_total{reason=\"slow_consumer\"} %ld\n"
+            "atrium_xds_streams_closed_total{reason=\"revoked_certificate\"} %ld\n",
+            atomic_load(&server->refused_requests), atomic_load(&server->slow_closed),
+            atomic_load(&server->revoked_closed));
     if (fclose(out) != 0) {
         free(text);
         return NULL;
@@ -1835,5 +2451,6 @@ void xds_server_stop(xds_server *server)
         string_map_free(server->changed[type]);
     string_map_free(server->profiles);
     string_map_free(server->services);
+    string_map_free(server->revoked);
     free(server);
 }

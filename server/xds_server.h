@@ -10,6 +10,13 @@
  * listeners, routes; removals last. Changes inside the debounce window
  * become one push. Each stream's ACK/NACK state is flushed to the store's
  * proxies table once a second (GET /v1/proxies shows it).
+ *
+ * Everything a client controls is bounded (the limits are listed in
+ * docs/architecture.md, "The xDS server"): node ids and names are refused
+ * when absurd, stored texts are cut, a stream that is behind gets only the
+ * latest version of each type and is closed when it stays behind, unknown
+ * methods are answered UNIMPLEMENTED, and on the TLS port a revoked client
+ * certificate gets no stream (and loses the ones it has).
  */
 #ifndef ATRIUM_SERVER_XDS_SERVER_H
 #define ATRIUM_SERVER_XDS_SERVER_H
@@ -40,6 +47,15 @@ typedef struct xds_server_options {
     const char *trust_domain;                 /* of identities; NULL: atrium.local */
     void (*attach)(void *context, grpc_server *server);
     void *attach_context;
+    /* A stream that has changes waiting behind a send its client does not
+     * read for this long is closed with RESOURCE_EXHAUSTED (0: 30000). */
+    int slow_consumer_ms;
+    /* Proxy status rows: disconnected proxies are forgotten after
+     * proxy_retention_ms (0: one hour), and at most max_proxy_rows are kept
+     * (0: 10000; the least recently seen go first, disconnected ones before
+     * connected ones). */
+    int64_t proxy_retention_ms;
+    int max_proxy_rows;
 } xds_server_options;
 
 typedef struct xds_server xds_server;

@@ -18,8 +18,8 @@
 #define SPLIT_WEIGHT_MAX       10000u
 #define CONNECT_TIMEOUT_MAX_MS 60000u
 #define HEADER_NAME_MAX        128u
-#define PATH_MAX_LENGTH        1024u
-#define LABEL_PART_MAX         63u
+#define PATH_MAX_LENGTH        ((unsigned)MODEL_PATH_MAX)
+#define LABEL_PART_MAX         ((size_t)MODEL_LABEL_PART_MAX)
 
 /* Fills error (when not NULL) and returns false, so callers can `return fail(...)`. */
 __attribute__((format(printf, 3, 4))) static bool fail(model_error *error, const char *field,
@@ -187,6 +187,8 @@ static bool label_part_is_valid(const char *text, bool is_key)
 static bool labels_validate(const model_labels *labels, const char *field, model_error *error)
 {
     char path[160];
+    if (labels->count > MODEL_LABELS_MAX)
+        return fail(error, field, "at most %d labels (got %zu)", MODEL_LABELS_MAX, labels->count);
     for (size_t i = 0; i < labels->count; i++) {
         format_field(path, sizeof(path), "%s.%s", field, labels->items[i].key);
         if (!label_part_is_valid(labels->items[i].key, true))
@@ -295,6 +297,16 @@ bool model_labels_from_json(const json_t *object, model_labels *out, const char 
 {
     if (!json_is_object(object))
         return fail(error, field, "must be an object of string labels");
+    /* The count first, before a byte is copied; a JSON object has unique
+     * keys, so one sort makes the set (model_labels_set per key would search
+     * and sort again for each: quadratic). */
+    size_t count = json_object_size(object);
+    if (count > MODEL_LABELS_MAX)
+        return fail(error, field, "at most %d labels (got %zu)", MODEL_LABELS_MAX, count);
+    model_labels_clear(out);
+    out->items = count ? calloc(count, sizeof(*out->items)) : NULL;
+    if (count && out->items == NULL)
+        return fail(error, field, "out of memory");
     const char *key;
     json_t *value;
     char path[160];
@@ -305,11 +317,17 @@ bool model_labels_from_json(const json_t *object, model_labels *out, const char 
             model_labels_clear(out);
             return fail(error, path, "label value must be a string");
         }
-        if (!model_labels_set(out, key, json_string_value(value))) {
+        model_label *item = &out->items[out->count];
+        item->key = strdup(key);
+        item->value = strdup(json_string_value(value));
+        out->count++;
+        if (item->key == NULL || item->value == NULL) {
             model_labels_clear(out);
             return fail(error, path, "out of memory");
         }
     }
+    if (out->count > 1)
+        qsort(out->items, out->count, sizeof(model_label), label_compare);
     if (!labels_validate(out, field, error)) {
         model_labels_clear(out);
         return false;
@@ -335,6 +353,43 @@ void model_service_clear(model_service *service)
         free(service->dependencies[i]);
     free(service->dependencies);
     memset(service, 0, sizeof(*service));
+}
+
+typedef struct indexed_name {
+    const char *name;
+    size_t index;
+} indexed_name;
+
+static int indexed_name_compare(const void *left, const void *right)
+{
+    const indexed_name *a = left, *b = right;
+    int order = strcmp(a->name, b->name);
+    return order != 0 ? order : (a->index > b->index) - (a->index < b->index);
+}
+
+/* Refuses a repeated dependency, naming its later occurrence; O(n log n). */
+static bool dependencies_unique(const model_service *service, model_error *error)
+{
+    size_t count = service->dependency_count;
+    if (count < 2)
+        return true;
+    indexed_name *sorted = malloc(count * sizeof(*sorted));
+    if (sorted == NULL)
+        return fail(error, "dependencies", "out of memory");
+    for (size_t i = 0; i < count; i++)
+        sorted[i] = (indexed_name){service->dependencies[i], i};
+    qsort(sorted, count, sizeof(*sorted), indexed_name_compare);
+    size_t duplicate = count;
+    for (size_t i = 1; i < count; i++) {
+        if (strcmp(sorted[i - 1].name, sorted[i].name) == 0 && sorted[i].index < duplicate)
+            duplicate = sorted[i].index;
+    }
+    free(sorted);
+    if (duplicate == count)
+        return true;
+    char path[64];
+    format_field(path, sizeof(path), "dependencies[%zu]", duplicate);
+    return fail(error, path, "duplicate dependency '%s'", service->dependencies[duplicate]);
 }
 
 bool model_service_validate(const model_service *service, model_error *error)
@@ -363,16 +418,15 @@ bool model_service_validate(const model_service *service, model_error *error)
             return fail(error, "outlier_detection.max_ejection_percent", "must be 1-100");
     }
     char path[64];
+    if (service->dependency_count > MODEL_DEPENDENCIES_MAX)
+        return fail(error, "dependencies", "at most %d dependencies (got %zu)",
+                    MODEL_DEPENDENCIES_MAX, service->dependency_count);
     for (size_t i = 0; i < service->dependency_count; i++) {
         format_field(path, sizeof(path), "dependencies[%zu]", i);
         if (!model_name_is_valid(service->dependencies[i]))
             return fail(error, path, "must be a service name, " NAME_RULE);
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(service->dependencies[i], service->dependencies[j]) == 0)
-                return fail(error, path, "duplicate dependency '%s'", service->dependencies[i]);
-        }
     }
-    return true;
+    return dependencies_unique(service, error);
 }
 
 /* ---- endpoints ---- */
@@ -476,13 +530,15 @@ static bool read_string(const json_t *object, const char *key, const char *field
     return *out != NULL || fail_at(error, field, key, "out of memory");
 }
 
-/* Reads an array of strings into a new array. */
-static bool read_string_array(const json_t *array, const char *field, char ***out, size_t *count,
-                              model_error *error)
+/* Reads an array of at most `maximum` strings into a new array. */
+static bool read_string_array(const json_t *array, const char *field, size_t maximum, char ***out,
+                              size_t *count, model_error *error)
 {
     if (!json_is_array(array))
         return fail(error, field, "must be an array of strings");
     size_t length = json_array_size(array);
+    if (length > maximum)
+        return fail(error, field, "at most %zu entries (got %zu)", maximum, length);
     *out = length ? calloc(length, sizeof(char *)) : NULL;
     if (length && *out == NULL)
         return fail(error, field, "out of memory");
@@ -568,6 +624,9 @@ static bool retry_policy_validate(const model_retry_policy *retries, const char 
                     "retriable-status-codes");
     bool wants_codes = (retries->on & MODEL_RETRY_ON_RETRIABLE_STATUS_CODES) != 0;
     format_field(path, sizeof(path), "%s.status_codes", field);
+    if (retries->status_code_count > MODEL_STATUS_CODES_MAX)
+        return fail(error, path, "at most %d status codes (got %zu)", MODEL_STATUS_CODES_MAX,
+                    retries->status_code_count);
     if (wants_codes && retries->status_code_count == 0)
         return fail(error, path, "retriable-status-codes needs at least one status code");
     if (!wants_codes && retries->status_code_count > 0)
@@ -589,9 +648,20 @@ static bool retry_policy_validate(const model_retry_policy *retries, const char 
 bool model_routes_validate(const model_routes *routes, model_error *error)
 {
     char field[64], path[192];
+    if (routes->rule_count > MODEL_RULES_MAX)
+        return fail(error, "rules", "at most %d rules (got %zu)", MODEL_RULES_MAX,
+                    routes->rule_count);
     for (size_t r = 0; r < routes->rule_count; r++) {
         const model_route_rule *rule = &routes->rules[r];
         format_field(field, sizeof(field), "rules[%zu]", r);
+        format_field(path, sizeof(path), "%s.match.headers", field);
+        if (rule->header_count > MODEL_HEADER_MATCHES_MAX)
+            return fail(error, path, "at most %d header matches (got %zu)",
+                        MODEL_HEADER_MATCHES_MAX, rule->header_count);
+        format_field(path, sizeof(path), "%s.split", field);
+        if (rule->split_count > MODEL_SPLITS_MAX)
+            return fail(error, path, "at most %d split entries (got %zu)", MODEL_SPLITS_MAX,
+                        rule->split_count);
         format_field(path, sizeof(path), "%s.match", field);
         if (rule->path_match != MODEL_PATH_ANY && !path_is_valid(rule->path))
             return fail(error, path,
@@ -607,6 +677,16 @@ bool model_routes_validate(const model_routes *routes, model_error *error)
             format_field(path, sizeof(path), "%s.match.headers[%zu]", field, h);
             if (header->kind != MODEL_HEADER_PRESENT && header->value == NULL)
                 return fail(error, path, "exact and prefix matches need a value");
+            format_field(path, sizeof(path), "%s.match.headers[%zu].%s", field, h,
+                         header->kind == MODEL_HEADER_EXACT ? "exact" : "prefix");
+            /* An empty prefix matches every value: the proxies refuse it, so
+             * the API does too ("present": true says that). */
+            if (header->kind == MODEL_HEADER_PREFIX && header->value[0] == '\0')
+                return fail(error, path,
+                            "must not be empty (use \"present\": true to match any value)");
+            if (header->kind != MODEL_HEADER_PRESENT &&
+                strlen(header->value) > MODEL_HEADER_VALUE_MAX)
+                return fail(error, path, "at most %d bytes", MODEL_HEADER_VALUE_MAX);
         }
         for (size_t s = 0; s < rule->split_count; s++) {
             const model_split *split = &rule->splits[s];
@@ -680,6 +760,9 @@ static bool retries_from_json(const json_t *object, const char *field, model_ret
     format_field(path, sizeof(path), "%s.on", field);
     if (on == NULL || !json_is_array(on))
         return fail(error, path, "must be an array of retry conditions");
+    if (json_array_size(on) > MODEL_RETRY_ON_MAX)
+        return fail(error, path, "at most %d retry conditions (got %zu)", MODEL_RETRY_ON_MAX,
+                    json_array_size(on));
     for (size_t i = 0; i < json_array_size(on); i++) {
         json_t *item = json_array_get(on, i);
         uint32_t bit =
@@ -697,6 +780,9 @@ static bool retries_from_json(const json_t *object, const char *field, model_ret
         if (!json_is_array(codes))
             return fail(error, path, "must be an array of HTTP status codes");
         size_t count = json_array_size(codes);
+        if (count > MODEL_STATUS_CODES_MAX)
+            return fail(error, path, "at most %d status codes (got %zu)", MODEL_STATUS_CODES_MAX,
+                        count);
         out->status_codes = count ? calloc(count, sizeof(uint32_t)) : NULL;
         if (count && out->status_codes == NULL)
             return fail(error, path, "out of memory");
@@ -745,6 +831,9 @@ static bool route_rule_from_json(const json_t *object, const char *field, model_
             if (!json_is_array(headers))
                 return fail(error, path, "must be an array");
             size_t count = json_array_size(headers);
+            if (count > MODEL_HEADER_MATCHES_MAX)
+                return fail(error, path, "at most %d header matches (got %zu)",
+                            MODEL_HEADER_MATCHES_MAX, count);
             out->headers = count ? calloc(count, sizeof(model_header_match)) : NULL;
             if (count && out->headers == NULL)
                 return fail(error, path, "out of memory");
@@ -763,6 +852,13 @@ static bool route_rule_from_json(const json_t *object, const char *field, model_
         if (!json_is_array(split))
             return fail(error, path, "must be an array of {subset, weight}");
         size_t count = json_array_size(split);
+        /* Absent means the whole service; an empty list would mean nowhere. */
+        if (count == 0)
+            return fail(error, path,
+                        "must hold at least one {subset, weight}; leave split out to send to "
+                        "the whole service");
+        if (count > MODEL_SPLITS_MAX)
+            return fail(error, path, "at most %d split entries (got %zu)", MODEL_SPLITS_MAX, count);
         out->splits = count ? calloc(count, sizeof(model_split)) : NULL;
         if (count && out->splits == NULL)
             return fail(error, path, "out of memory");
@@ -814,6 +910,8 @@ bool model_routes_from_json(const json_t *document, model_routes *out, model_err
     if (!json_is_array(rules))
         return fail(error, "rules", "must be an array of rules");
     size_t count = json_array_size(rules);
+    if (count > MODEL_RULES_MAX)
+        return fail(error, "rules", "at most %d rules (got %zu)", MODEL_RULES_MAX, count);
     out->rules = count ? calloc(count, sizeof(model_route_rule)) : NULL;
     if (count && out->rules == NULL)
         return fail(error, "rules", "out of memory");
@@ -929,7 +1027,13 @@ static bool policy_rules_validate(const model_policy_rule *rules, size_t count, 
                                   model_error *error)
 {
     char path[192];
+    if (count > MODEL_POLICY_RULES_MAX)
+        return fail(error, name, "at most %d entries (got %zu)", MODEL_POLICY_RULES_MAX, count);
     for (size_t i = 0; i < count; i++) {
+        format_field(path, sizeof(path), "%s[%zu].methods", name, i);
+        if (rules[i].method_count > MODEL_METHODS_MAX)
+            return fail(error, path, "at most %d methods (got %zu)", MODEL_METHODS_MAX,
+                        rules[i].method_count);
         format_field(path, sizeof(path), "%s[%zu].from", name, i);
         if (rules[i].from != NULL && !model_name_is_valid(rules[i].from))
             return fail(error, path, "must be a service name, " NAME_RULE);
@@ -962,6 +1066,8 @@ static bool policy_rules_from_json(const json_t *array, const char *name, model_
     if (!json_is_array(array))
         return fail(error, name, "must be an array of {from, methods, path_prefix}");
     size_t length = json_array_size(array);
+    if (length > MODEL_POLICY_RULES_MAX)
+        return fail(error, name, "at most %d entries (got %zu)", MODEL_POLICY_RULES_MAX, length);
     *out = length ? calloc(length, sizeof(model_policy_rule)) : NULL;
     if (length && *out == NULL)
         return fail(error, name, "out of memory");
@@ -981,8 +1087,8 @@ static bool policy_rules_from_json(const json_t *array, const char *name, model_
         if (methods != NULL) {
             char methods_path[224];
             format_field(methods_path, sizeof(methods_path), "%s.methods", path);
-            if (!read_string_array(methods, methods_path, &rule->methods, &rule->method_count,
-                                   error))
+            if (!read_string_array(methods, methods_path, MODEL_METHODS_MAX, &rule->methods,
+                                   &rule->method_count, error))
                 return false;
         }
     }
@@ -1194,8 +1300,8 @@ bool model_service_from_json(const json_t *document, const char *name, model_ser
     json_t *dependencies = json_object_get(document, "dependencies");
     if (dependencies != NULL) {
         out->has_dependencies = true;
-        if (!read_string_array(dependencies, "dependencies", &out->dependencies,
-                               &out->dependency_count, error))
+        if (!read_string_array(dependencies, "dependencies", MODEL_DEPENDENCIES_MAX,
+                               &out->dependencies, &out->dependency_count, error))
             goto failed;
     }
     if (!model_service_validate(out, error))

@@ -27,6 +27,22 @@
 #define MODEL_ENDPOINT_WEIGHT_MAX 128
 #define MODEL_TTL_MAX_S           86400
 
+/* Bounds on what one REST body may hold (each refused with 400 naming the
+ * field). Label keys are 1-63 of [A-Za-z0-9._/-], values 0-63 of
+ * [A-Za-z0-9._-]. */
+#define MODEL_LABELS_MAX         64   /* labels of an endpoint, or of a split's subset */
+#define MODEL_LABEL_PART_MAX     63   /* bytes of a label key or value */
+#define MODEL_DEPENDENCIES_MAX   1024 /* services a service may call */
+#define MODEL_RULES_MAX          128  /* route rules of a service */
+#define MODEL_SPLITS_MAX         32   /* split entries of a rule */
+#define MODEL_HEADER_MATCHES_MAX 16   /* header matches of a rule */
+#define MODEL_HEADER_VALUE_MAX   1024 /* bytes of a header match's exact or prefix value */
+#define MODEL_STATUS_CODES_MAX   16   /* retries.status_codes of a rule */
+#define MODEL_RETRY_ON_MAX       5    /* retries.on entries (there are 5 conditions) */
+#define MODEL_POLICY_RULES_MAX   128  /* entries of a policy's allow, and of its deny */
+#define MODEL_METHODS_MAX        9    /* methods of a policy entry (there are 9) */
+#define MODEL_PATH_MAX           1024 /* bytes of a route path or policy path_prefix */
+
 /* A validation failure: what is wrong and which field. */
 typedef struct model_error {
     char field[128];   /* path of the field, e.g. "rules[0].split[1].weight"; "" when global */
@@ -109,7 +125,9 @@ bool model_labels_match(const model_labels *labels, const model_labels *subset);
 void model_labels_clear(model_labels *labels);
 /* Deep copy into *out (which must be empty). */
 bool model_labels_copy(model_labels *out, const model_labels *from);
-/* JSON object {"k":"v"} <-> labels. to_json returns a new reference. */
+/* JSON object {"k":"v"} <-> labels. to_json returns a new reference.
+ * from_json refuses more than MODEL_LABELS_MAX labels (error on field) before
+ * copying any, and runs in O(n log n): one sort, no search per key. */
 json_t *model_labels_to_json(const model_labels *labels);
 bool model_labels_from_json(const json_t *object, model_labels *out, const char *field,
                             model_error *error);

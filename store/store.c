@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define READER_POOL_MAX 8
 
@@ -191,6 +192,8 @@ typedef enum statement_id {
     SQL_PROXY_TYPE_SAVE,
     SQL_PROXY_DISCONNECT_ALL,
     SQL_PROXY_LIST,
+    SQL_PROXY_PRUNE_AGE,
+    SQL_PROXY_PRUNE_COUNT,
     SQL_CHANGES_SINCE,
     SQL_CHANGES_COMPACT,
     SQL_SET_COMPACTED,
@@ -320,6 +323,10 @@ static const char *const statement_sql[STATEMENT_COUNT] = {
         "s.acked_version, s.acked_at_ms, s.nacked_version, s.nack_message, s.nacked_at_ms "
         "FROM proxies p LEFT JOIN proxy_type_status s ON s.node_id = p.node_id "
         "WHERE p.last_seen_ms >= ?1 ORDER BY p.node_id, s.type_url",
+    [SQL_PROXY_PRUNE_AGE] = "DELETE FROM proxies WHERE connected = 0 AND last_seen_ms < ?1",
+    [SQL_PROXY_PRUNE_COUNT] =
+        "DELETE FROM proxies WHERE node_id IN (SELECT node_id FROM proxies "
+        "ORDER BY connected DESC, last_seen_ms DESC, node_id LIMIT -1 OFFSET ?1)",
     [SQL_CHANGES_SINCE] = "SELECT revision, kind, key, op FROM change_log WHERE revision > ?1 "
                           "AND revision <= ?2 ORDER BY revision, position",
     [SQL_CHANGES_COMPACT] = "DELETE FROM change_log WHERE revision <= ?1",
@@ -336,6 +343,7 @@ struct store {
     char *path;
     int busy_timeout_ms;
     bool synchronous_full;
+    int64_t max_database_bytes; /* 0: no cap */
     int schema_version;
 
     pthread_mutex_t write_lock;
@@ -351,6 +359,7 @@ struct store {
     bool checkpoint_running; /* set before the writer commits anything else */
     pthread_mutex_t checkpoint_lock;
     pthread_cond_t checkpoint_signal;
+    pthread_mutex_t checkpoint_run_lock; /* held while either side runs a checkpoint */
     bool checkpoint_wanted, checkpoint_stopping;
     _Atomic int wal_frames_copied; /* by the last checkpoint */
     int wal_frames_seen;           /* by the last commit; guarded by write_lock */
@@ -397,10 +406,20 @@ static store_status invalid_from_model(store_error *error, const model_error *mo
     return set_error(error, STORE_INVALID, model->field, "%s", model->message);
 }
 
+/* Writes refused with SQLITE_FULL, process-wide (store_disk_full_count). */
+static _Atomic uint64_t disk_full_count;
+
+uint64_t store_disk_full_count(void)
+{
+    return atomic_load(&disk_full_count);
+}
+
 /* Maps an SQLite result code to a status and describes it. */
 static store_status sqlite_failure(store_error *error, sqlite3 *handle, int code, const char *what)
 {
     store_status status;
+    if ((code & 0xff) == SQLITE_FULL)
+        atomic_fetch_add(&disk_full_count, 1);
     switch (code & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
@@ -425,8 +444,9 @@ static sqlite3_stmt *statement(connection *conn, statement_id id, store_error *e
     if (conn->statements[id] == NULL) {
         int code = sqlite3_prepare_v3(conn->handle, statement_sql[id], -1,
                                       SQLITE_PREPARE_PERSISTENT, &conn->statements[id], NULL);
-        if (code != SQLITE_OK) {
-            sqlite_failure(error, conn->handle, code, "preparing a statement");
+        if (code != SQLITE_OK || conn->statements[id] == NULL) {
+            sqlite_failure(error, conn->handle, code != SQLITE_OK ? code : SQLITE_ERROR,
+                           "preparing a statement");
             return NULL;
         }
     }
@@ -480,7 +500,14 @@ static int wal_committed(void *context, sqlite3 *handle, const char *name, int f
         if (frames >= CHECKPOINT_PAGES)
             sqlite3_wal_checkpoint_v2(handle, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     } else if (frames >= CHECKPOINT_RESTART_FRAMES) {
-        sqlite3_wal_checkpoint_v2(handle, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        /* Wait for a background checkpoint in progress: against it this one would
+         * fail at once (SQLITE_BUSY) and the WAL would keep growing meanwhile. */
+        pthread_mutex_lock(&db->checkpoint_run_lock);
+        int copied_now = 0;
+        if (sqlite3_wal_checkpoint_v2(handle, name, SQLITE_CHECKPOINT_PASSIVE, NULL, &copied_now) ==
+            SQLITE_OK)
+            atomic_store(&db->wal_frames_copied, copied_now);
+        pthread_mutex_unlock(&db->checkpoint_run_lock);
     } else if (pending >= CHECKPOINT_PAGES) {
         pthread_mutex_lock(&db->checkpoint_lock);
         db->checkpoint_wanted = true;
@@ -504,9 +531,11 @@ static void *run_checkpoints(void *context)
         /* A failure (busy, I/O) leaves the WAL as it is; the next signal
          * tries again, and the data is safe in the WAL meanwhile. */
         int frames = 0, copied = 0;
+        pthread_mutex_lock(&db->checkpoint_run_lock);
         if (sqlite3_wal_checkpoint_v2(db->checkpointer.handle, NULL, SQLITE_CHECKPOINT_PASSIVE,
                                       &frames, &copied) == SQLITE_OK)
             atomic_store(&db->wal_frames_copied, copied);
+        pthread_mutex_unlock(&db->checkpoint_run_lock);
         pthread_mutex_lock(&db->checkpoint_lock);
     }
     pthread_mutex_unlock(&db->checkpoint_lock);
@@ -537,8 +566,14 @@ static store_status connection_open(store *db, connection *conn, connection_role
     sqlite3_extended_result_codes(conn->handle, 1);
     sqlite3_busy_timeout(conn->handle, db->busy_timeout_ms);
     char pragmas[256];
-    snprintf(pragmas, sizeof(pragmas), "PRAGMA foreign_keys = ON; PRAGMA synchronous = %s;%s",
-             db->synchronous_full ? "FULL" : "NORMAL", writer ? " PRAGMA journal_mode = WAL;" : "");
+    char page_cap[64] = "";
+    if (writer && db->max_database_bytes > 0) /* pages of the default 4,096 bytes */
+        snprintf(
+            page_cap, sizeof(page_cap), " PRAGMA max_page_count = %lld;",
+            (long long)(db->max_database_bytes / 4096 > 0 ? db->max_database_bytes / 4096 : 1));
+    snprintf(pragmas, sizeof(pragmas), "PRAGMA foreign_keys = ON; PRAGMA synchronous = %s;%s%s",
+             db->synchronous_full ? "FULL" : "NORMAL", writer ? " PRAGMA journal_mode = WAL;" : "",
+             page_cap);
     code = sqlite3_exec(conn->handle, pragmas, NULL, NULL, NULL);
     if (code != SQLITE_OK) {
         store_status status = sqlite_failure(error, conn->handle, code, "configuring the database");
@@ -819,6 +854,47 @@ static store_status read_last_revision(store *db, int64_t *revision, store_error
     return STORE_OK;
 }
 
+/* A zero-byte database file is refused: SQLite would take it for a new,
+ * empty database, and atriumd would serve an empty mesh without a word. A new
+ * store is made only where no file exists. */
+static store_status refuse_empty_file(const char *path, store_error *error)
+{
+    struct stat file;
+    if (stat(path, &file) == 0 && S_ISREG(file.st_mode) && file.st_size == 0)
+        return set_error(error, STORE_IO, NULL,
+                         "the database file %s is empty (0 bytes), so it holds no mesh; "
+                         "remove it to start a new, empty store",
+                         path);
+    return STORE_OK;
+}
+
+/* SQLite's quick_check (every page and index entry, not their cross-checks):
+ * a corrupt database is refused at start with SQLite's first finding, instead
+ * of failing later on whichever read meets the damage. */
+static store_status quick_check(store *db, store_error *error)
+{
+    sqlite3_stmt *check = NULL;
+    int code = sqlite3_prepare_v2(db->writer.handle, "PRAGMA quick_check(1)", -1, &check, NULL);
+    if (code != SQLITE_OK)
+        return sqlite_failure(error, db->writer.handle, code, "checking the database");
+    code = sqlite3_step(check);
+    store_status status = STORE_OK;
+    if (code != SQLITE_ROW) {
+        status = sqlite_failure(error, db->writer.handle, code, "checking the database");
+    } else {
+        const char *finding = (const char *)sqlite3_column_text(check, 0);
+        if (finding == NULL || strcmp(finding, "ok") != 0) {
+            status = set_error(error, STORE_IO, NULL, "the database %s is corrupt: %s", db->path,
+                               finding ? finding : "(no finding)");
+            for (char *c = error ? error->message : NULL; c != NULL && *c != '\0'; c++)
+                if (*c == '\n') /* SQLite's finding spans lines; a log record is one */
+                    *c = ' ';
+        }
+    }
+    sqlite3_finalize(check);
+    return status;
+}
+
 store_status store_open(const store_options *options, store **out, store_error *error)
 {
     *out = NULL;
@@ -836,14 +912,20 @@ store_status store_open(const store_options *options, store **out, store_error *
     }
     db->busy_timeout_ms = options->busy_timeout_ms > 0 ? options->busy_timeout_ms : 5000;
     db->synchronous_full = options->synchronous_full;
+    db->max_database_bytes = options->max_database_bytes;
     pthread_mutex_init(&db->write_lock, NULL);
     pthread_mutex_init(&db->pool_lock, NULL);
     pthread_mutex_init(&db->group_lock, NULL);
     pthread_cond_init(&db->group_finished, NULL);
     pthread_mutex_init(&db->checkpoint_lock, NULL);
+    pthread_mutex_init(&db->checkpoint_run_lock, NULL);
     pthread_cond_init(&db->checkpoint_signal, NULL);
 
-    store_status status = connection_open(db, &db->writer, ROLE_WRITER, error);
+    store_status status = refuse_empty_file(db->path, error);
+    if (status == STORE_OK)
+        status = connection_open(db, &db->writer, ROLE_WRITER, error);
+    if (status == STORE_OK)
+        status = quick_check(db, error);
     if (status == STORE_OK)
         status = migrate(db, target, error);
     int64_t revision = 0;
@@ -890,6 +972,7 @@ void store_close(store *db)
     pthread_mutex_destroy(&db->group_lock);
     pthread_cond_destroy(&db->group_finished);
     pthread_mutex_destroy(&db->checkpoint_lock);
+    pthread_mutex_destroy(&db->checkpoint_run_lock);
     pthread_cond_destroy(&db->checkpoint_signal);
     free(db->path);
     free(db);
@@ -1344,7 +1427,7 @@ store_status store_get_endpoint(store *db, const char *service, const char *id, 
         }
     }
     reader_release(db, conn);
-    if (status == STORE_OK) {
+    if (status == STORE_OK && list.count == 1) {
         *out = list.items[0];
         list.count = 0;
     }
@@ -1674,6 +1757,32 @@ store_status store_put_routes(store *db, const model_routes *routes, int64_t if_
                         revision, error);
 }
 
+/* Route documents an older atriumd stored, before its API refused two forms:
+ * an empty "split" (absent means the whole service) and a header match with
+ * "prefix": "" (any value of a present header, which "present": true says).
+ * The parsed copy is rewritten to the form the API takes now, so a database
+ * written by an older version still opens; the row itself changes at its next
+ * write. */
+static void upgrade_stored_routes(json_t *document)
+{
+    json_t *rules = json_object_get(document, "rules");
+    for (size_t r = 0; r < json_array_size(rules); r++) {
+        json_t *rule = json_array_get(rules, r);
+        json_t *split = json_object_get(rule, "split");
+        if (json_is_array(split) && json_array_size(split) == 0)
+            json_object_del(rule, "split");
+        json_t *headers = json_object_get(json_object_get(rule, "match"), "headers");
+        for (size_t h = 0; h < json_array_size(headers); h++) {
+            json_t *header = json_array_get(headers, h);
+            const char *prefix = json_string_value(json_object_get(header, "prefix"));
+            if (prefix != NULL && prefix[0] == '\0') {
+                json_object_del(header, "prefix");
+                json_object_set_new(header, "present", json_true());
+            }
+        }
+    }
+}
+
 store_status store_get_routes(store *db, const char *service, model_routes *out, store_error *error)
 {
     json_t *document = NULL;
@@ -1683,6 +1792,7 @@ store_status store_get_routes(store *db, const char *service, model_routes *out,
     if (status != STORE_OK)
         return status;
     model_error invalid;
+    upgrade_stored_routes(document);
     if (!model_routes_from_json(document, out, &invalid))
         status = set_error(error, STORE_IO, invalid.field, "stored routes are invalid: %s",
                            invalid.message);
@@ -1853,8 +1963,10 @@ static store_status use_join_token(store *db, const uint8_t hash[MODEL_TOKEN_HAS
             finish(stmt);
         }
     }
-    if (status == STORE_OK && !found)
-        status = set_error(error, STORE_NOT_FOUND, "token", "unknown join token");
+    if (status != STORE_OK)
+        return status;
+    if (!found)
+        return set_error(error, STORE_NOT_FOUND, "token", "unknown join token");
     if (status == STORE_OK && namespace_name != NULL && service != NULL &&
         (strcmp(token->namespace_name, namespace_name) != 0 ||
          strcmp(token->service, service) != 0))
@@ -2339,6 +2451,44 @@ store_status store_mark_all_proxies_disconnected(store *db, int64_t now_ms, stor
         status = step_write(db, stmt, NULL, "marking proxies disconnected", error);
     }
     return write_end(db, status, NULL, error);
+}
+
+/* Runs one prune statement with value as ?1 inside the open transaction,
+ * adding the rows it deleted to *removed. */
+static store_status proxy_prune_step(store *db, statement_id id, int64_t value, size_t *removed,
+                                     store_error *error)
+{
+    sqlite3_stmt *stmt = statement(&db->writer, id, error);
+    if (stmt == NULL)
+        return error ? error->status : STORE_IO;
+    sqlite3_bind_int64(stmt, 1, value);
+    int changed = 0;
+    store_status status = step_write(db, stmt, &changed, "pruning proxies", error);
+    if (status == STORE_OK && changed > 0)
+        *removed += (size_t)changed;
+    return status;
+}
+
+store_status store_prune_proxies(store *db, int64_t disconnected_before_ms, size_t keep_at_most,
+                                 size_t *removed, store_error *error)
+{
+    size_t count = 0;
+    if (removed != NULL)
+        *removed = 0;
+    if (keep_at_most > (size_t)INT64_MAX)
+        keep_at_most = (size_t)INT64_MAX;
+    store_status status = write_begin(db, error);
+    if (status != STORE_OK)
+        return status;
+    /* No log_change: proxy status allocates no revision. Type rows go with
+     * their proxy (ON DELETE CASCADE). */
+    status = proxy_prune_step(db, SQL_PROXY_PRUNE_AGE, disconnected_before_ms, &count, error);
+    if (status == STORE_OK)
+        status = proxy_prune_step(db, SQL_PROXY_PRUNE_COUNT, (int64_t)keep_at_most, &count, error);
+    status = write_end(db, status, NULL, error);
+    if (status == STORE_OK && removed != NULL)
+        *removed = count;
+    return status;
 }
 
 static store_status proxy_row_reader(sqlite3_stmt *stmt, void *context)

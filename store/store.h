@@ -61,17 +61,25 @@ typedef struct store_error {
 const char *store_status_name(store_status status);
 
 typedef struct store_options {
-    const char *path;          /* database file; created when absent */
-    bool synchronous_full;     /* PRAGMA synchronous=FULL instead of NORMAL */
-    int busy_timeout_ms;       /* 0: 5000 */
-    int target_schema_version; /* 0: STORE_SCHEMA_VERSION. Tests and tools use
-                                  lower values to create older databases. */
+    const char *path;           /* database file; created when absent */
+    bool synchronous_full;      /* PRAGMA synchronous=FULL instead of NORMAL */
+    int busy_timeout_ms;        /* 0: 5000 */
+    int target_schema_version;  /* 0: STORE_SCHEMA_VERSION. Tests and tools use
+                                   lower values to create older databases. */
+    int64_t max_database_bytes; /* 0: no cap. A write that would grow the database
+                                   past it fails as if the disk were full. */
 } store_options;
 
 typedef struct store store;
 
-/* Opens (creating and migrating as needed). *out is freed with store_close. */
+/* Opens (creating and migrating as needed). *out is freed with store_close.
+ * Refused (STORE_IO, with the reason): a database file of zero bytes (SQLite
+ * would take it for a new, empty store and the mesh would silently be gone),
+ * and a database that fails SQLite's quick_check (the first problem found). */
 store_status store_open(const store_options *options, store **out, store_error *error);
+/* How many writes SQLite refused because the disk (or max_database_bytes) was
+ * full, in every store of this process since it started. */
+uint64_t store_disk_full_count(void);
 /* Closes every connection. NULL is accepted. */
 void store_close(store *db);
 
@@ -232,6 +240,13 @@ store_status store_mark_all_proxies_disconnected(store *db, int64_t now_ms, stor
  * with its types ordered by type URL. */
 store_status store_list_proxies(store *db, int64_t seen_since_ms, model_proxy_list *out,
                                 store_error *error);
+/* Deletes, in one transaction, the proxies disconnected and last seen before
+ * disconnected_before_ms, then all but the keep_at_most most recently seen
+ * (connected ones are kept before disconnected ones; ties by node id), each
+ * with its type status. *removed (may be NULL) gets how many proxies went;
+ * it is 0 unless STORE_OK. Does not advance the revision. */
+store_status store_prune_proxies(store *db, int64_t disconnected_before_ms, size_t keep_at_most,
+                                 size_t *removed, store_error *error);
 
 /* ---- change log ---- */
 

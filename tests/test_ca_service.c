@@ -734,6 +734,21 @@ static void test_refusals(void **state)
     result = create(client, rsa_csr(identity_of("reviews"), 1024), token.secret);
     expect_refused(result, STATUS_INVALID_ARGUMENT, "an RSA 1024 CSR");
 
+    /* A lifetime outside the CA's bounds names ttl_s, not the CSR. */
+    const char *good_csr = new_csr(new_key(), identity_of("reviews"));
+    const uint32_t bad_ttls[] = {1, 299, 30u * 24u * 3600u + 1u};
+    for (size_t i = 0; i < sizeof(bad_ttls) / sizeof(bad_ttls[0]); i++) {
+        result = own_with(calloc(1, sizeof(*result)), release_result);
+        assert_non_null(result);
+        if (ca_client_create_certificate(client, good_csr, token.secret, bad_ttls[i],
+                                         CALL_TIMEOUT_MS, result) != 0)
+            fail_msg("CreateCertificate could not be made: %s", result->message);
+        expect_refused(result, STATUS_INVALID_ARGUMENT, "a ttl_s out of bounds");
+        if (strncmp(result->message, "ttl_s: ", 7) != 0)
+            fail_msg("ttl_s %u refused as \"%s\", which does not name ttl_s", bad_ttls[i],
+                     result->message);
+    }
+
     assert_int_equal(certificate_count(), before);
 }
 

@@ -790,6 +790,80 @@ static void test_host(void **state)
     check_request_refused("GET http:/// HTTP/1.1\r\nHost: a\r\n\r\n", 400);
 }
 
+/* The head of input (one request); the codec is returned for freeing. */
+static const http_head *parse_one_head(const char *input, http_codec **codec)
+{
+    *codec = http_codec_new(HTTP_CODEC_REQUEST);
+    assert_non_null(*codec);
+    size_t consumed = 0;
+    assert_int_equal(http_codec_execute(*codec, input, strlen(input), &consumed), HTTP_CODEC_HEAD);
+    const http_head *head = http_codec_head(*codec);
+    assert_non_null(head);
+    return head;
+}
+
+/* RFC 9112 3.2.2: an absolute-form target's authority replaces Host; the
+ * proxy forwards the origin form (path and query, never the fragment). */
+static void test_absolute_form(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *target, *host, *path;
+    } cases[] = {
+        {"http://a.example/x", "a.example", "/x"},
+        {"http://a.example:8080/x/y?q=1&r", "a.example:8080", "/x/y?q=1&r"},
+        {"http://a.example", "a.example", ""},          /* forwarded as "/" */
+        {"http://a.example?q", "a.example", "?q"},      /* forwarded as "/?q" */
+        {"http://a.example/p#frag", "a.example", "/p"}, /* no fragment */
+        {"https://[::1]:8443/v6", "[::1]:8443", "/v6"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char input[256];
+        snprintf(input, sizeof(input), "GET %s HTTP/1.1\r\nHost: b.example\r\n\r\n",
+                 cases[i].target);
+        http_codec *codec;
+        const http_head *head = parse_one_head(input, &codec);
+        assert_true(head->host_from_target);
+        assert_true(http_text_equals(head->target, cases[i].target));
+        assert_true(http_text_equals(head->host, cases[i].host));
+        assert_int_equal(head->path.length, strlen(cases[i].path));
+        assert_memory_equal(head->path.data, cases[i].path, head->path.length);
+        http_codec_free(codec);
+    }
+    /* Origin and asterisk forms: Host stays, the target is forwarded as is. */
+    http_codec *codec;
+    const http_head *head = parse_one_head("GET /o?k HTTP/1.1\r\nHost: b\r\n\r\n", &codec);
+    assert_false(head->host_from_target);
+    assert_true(http_text_equals(head->path, "/o?k"));
+    assert_true(http_text_equals(head->host, "b"));
+    http_codec_free(codec);
+    head = parse_one_head("OPTIONS * HTTP/1.1\r\nHost: b\r\n\r\n", &codec);
+    assert_false(head->host_from_target);
+    assert_true(http_text_equals(head->path, "*"));
+    http_codec_free(codec);
+}
+
+/* http_codec_head_started: what the request-head timeout measures. */
+static void test_head_started(void **state)
+{
+    (void)state;
+    http_codec *codec = http_codec_new(HTTP_CODEC_REQUEST);
+    size_t consumed = 0;
+    assert_false(http_codec_head_started(codec));
+    assert_int_equal(http_codec_execute(codec, "\r\n", 2, &consumed), HTTP_CODEC_NEED_MORE);
+    assert_false(http_codec_head_started(codec)); /* stray line ends start nothing */
+    const char *part = "GET / HTTP/1.1\r\nHo";
+    assert_int_equal(http_codec_execute(codec, part, strlen(part), &consumed),
+                     HTTP_CODEC_NEED_MORE);
+    assert_true(http_codec_head_started(codec));
+    const char *rest = "st: a\r\n\r\n";
+    assert_int_equal(http_codec_execute(codec, rest, strlen(rest), &consumed), HTTP_CODEC_HEAD);
+    assert_false(http_codec_head_started(codec));
+    assert_int_equal(http_codec_execute(codec, "", 0, &consumed), HTTP_CODEC_MESSAGE_END);
+    assert_false(http_codec_head_started(codec));
+    http_codec_free(codec);
+}
+
 static void test_upgrade_and_connect(void **state)
 {
     (void)state;
@@ -1064,6 +1138,8 @@ int main(void)
         cmocka_unit_test(test_keep_alive),
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_host),
+        cmocka_unit_test(test_absolute_form),
+        cmocka_unit_test(test_head_started),
         cmocka_unit_test(test_upgrade_and_connect),
         cmocka_unit_test(test_versions_and_garbage),
         cmocka_unit_test(test_header_lookup),

@@ -563,6 +563,195 @@ static void test_labels_json(void **state)
     model_labels_clear(&labels);
 }
 
+/* ---- bounds on what one body may hold (issue 12, defects 9 and 14) ----------- */
+
+#define NAME_64_CHARS "a123456789b123456789c123456789d123456789e123456789f123456789abcd"
+
+static void expect_routes_validate(const model_routes *routes, const char *field);
+
+/* {"k0":"v", ..., "k<count-1>":"v"} as text; the caller frees it. */
+static char *labels_text(size_t count)
+{
+    json_t *object = json_object();
+    assert_non_null(object);
+    for (size_t i = 0; i < count; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "k%zu", i);
+        json_object_set_new(object, key, json_string("v"));
+    }
+    char *text = json_dumps(object, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(object);
+    assert_non_null(text);
+    return text;
+}
+
+/* prefix + count copies of item joined by ',' + suffix; the caller frees it. */
+static char *repeated(const char *prefix, const char *item, size_t count, const char *suffix)
+{
+    size_t size = strlen(prefix) + count * (strlen(item) + 1) + strlen(suffix) + 1;
+    char *text = malloc(size);
+    assert_non_null(text);
+    size_t used = (size_t)snprintf(text, size, "%s", prefix);
+    for (size_t i = 0; i < count; i++)
+        used += (size_t)snprintf(text + used, size - used, "%s%s", i ? "," : "", item);
+    snprintf(text + used, size - used, "%s", suffix);
+    return text;
+}
+
+static void test_labels_bounded(void **state)
+{
+    (void)state;
+    model_labels labels = {0};
+    model_error err;
+    /* 64 labels: accepted, sorted by key. */
+    char *text = labels_text(MODEL_LABELS_MAX);
+    json_t *doc = load_json(text);
+    free(text);
+    assert_true(model_labels_from_json(doc, &labels, "labels", &err));
+    assert_int_equal(labels.count, MODEL_LABELS_MAX);
+    for (size_t i = 1; i < labels.count; i++)
+        assert_true(strcmp(labels.items[i - 1].key, labels.items[i].key) < 0);
+    json_decref(doc);
+    model_labels_clear(&labels);
+    /* 65, and 20,000 (before: accepted, quadratic): refused naming the field. */
+    size_t counts[] = {MODEL_LABELS_MAX + 1, 20000};
+    for (size_t c = 0; c < 2; c++) {
+        text = labels_text(counts[c]);
+        doc = load_json(text);
+        free(text);
+        memset(&err, 0, sizeof err);
+        assert_false(model_labels_from_json(doc, &labels, "labels", &err));
+        assert_string_equal(err.field, "labels");
+        assert_int_equal(labels.count, 0);
+        assert_null(labels.items);
+        json_decref(doc);
+    }
+    /* The same bound in an endpoint and in a split's subset. */
+    text = labels_text(MODEL_LABELS_MAX + 1);
+    char body[4096];
+    snprintf(body, sizeof(body), "{\"address\":\"10.0.0.1\",\"port\":80,\"labels\":%s}", text);
+    doc = load_json(body);
+    model_endpoint endpoint;
+    memset(&err, 0, sizeof err);
+    assert_false(model_endpoint_from_json(doc, "web", "e1", "", &endpoint, &err));
+    assert_string_equal(err.field, "labels");
+    json_decref(doc);
+    snprintf(body, sizeof(body), "{\"rules\":[{\"split\":[{\"subset\":%s,\"weight\":1}]}]}", text);
+    free(text);
+    expect_routes_error(body, "rules[0].split[0].subset");
+    /* Long keys and values are refused too (63 bytes each). */
+    expect_routes_error("{\"rules\":[{\"split\":[{\"subset\":{\"k\":\"" NAME_64_CHARS
+                        "\"},\"weight\":1}]}]}",
+                        "rules[0].split[0].subset.k");
+}
+
+static void test_route_arrays_bounded(void **state)
+{
+    (void)state;
+    char *text = repeated("{\"rules\":[", "{}", MODEL_RULES_MAX + 1, "]}");
+    expect_routes_error(text, "rules");
+    free(text);
+    text = repeated("{\"rules\":[", "{}", MODEL_RULES_MAX, "]}");
+    model_routes routes;
+    parse_routes(text, &routes);
+    model_routes_clear(&routes);
+    free(text);
+    text = repeated("{\"rules\":[{\"split\":[", "{\"subset\":{\"v\":\"a\"},\"weight\":1}",
+                    MODEL_SPLITS_MAX + 1, "]}]}");
+    expect_routes_error(text, "rules[0].split");
+    free(text);
+    text = repeated("{\"rules\":[{\"match\":{\"headers\":[", "{\"name\":\"a\",\"present\":true}",
+                    MODEL_HEADER_MATCHES_MAX + 1, "]}}]}");
+    expect_routes_error(text, "rules[0].match.headers");
+    free(text);
+    text = repeated("{\"rules\":[{\"retries\":{\"on\":[\"retriable-status-codes\"],"
+                    "\"status_codes\":[",
+                    "503", MODEL_STATUS_CODES_MAX + 1, "]}}]}");
+    expect_routes_error(text, "rules[0].retries.status_codes");
+    free(text);
+    text =
+        repeated("{\"rules\":[{\"retries\":{\"on\":[", "\"5xx\"", MODEL_RETRY_ON_MAX + 1, "]}}]}");
+    expect_routes_error(text, "rules[0].retries.on");
+    free(text);
+    /* A header value of more than 1024 bytes. */
+    char *value = malloc(MODEL_HEADER_VALUE_MAX + 2);
+    assert_non_null(value);
+    memset(value, 'x', MODEL_HEADER_VALUE_MAX + 1);
+    value[MODEL_HEADER_VALUE_MAX + 1] = '\0';
+    text = repeated("{\"rules\":[{\"match\":{\"headers\":[{\"name\":\"a\",\"exact\":\"", value, 1,
+                    "\"}]}}]}");
+    expect_routes_error(text, "rules[0].match.headers[0].exact");
+    free(text);
+    free(value);
+}
+
+static void test_empty_split_and_prefix_refused(void **state)
+{
+    (void)state;
+    /* Absent split: the whole service. An empty one meant nowhere, and was accepted. */
+    expect_routes_error("{\"rules\":[{\"split\":[]}]}", "rules[0].split");
+    model_routes routes;
+    parse_routes("{\"rules\":[{\"timeout_ms\":5}]}", &routes);
+    assert_int_equal(routes.rules[0].split_count, 0);
+    model_routes_clear(&routes);
+    /* An empty prefix matches every value; the proxies refuse it, so does the model. */
+    expect_routes_error(
+        "{\"rules\":[{\"match\":{\"headers\":[{\"name\":\"x-v\",\"prefix\":\"\"}]}}]}",
+        "rules[0].match.headers[0].prefix");
+    parse_routes("{\"rules\":[{\"match\":{\"headers\":[{\"name\":\"x-v\",\"prefix\":\"v\"}]}}]}",
+                 &routes);
+    /* ... and model_routes_validate says the same of a struct built in code. */
+    free(routes.rules[0].headers[0].value);
+    routes.rules[0].headers[0].value = strdup("");
+    expect_routes_validate(&routes, "rules[0].match.headers[0].prefix");
+    model_routes_clear(&routes);
+}
+
+static void test_service_and_policy_arrays_bounded(void **state)
+{
+    (void)state;
+    model_service service;
+    model_error err;
+    char *text = repeated("{\"dependencies\":[", "\"a\"", MODEL_DEPENDENCIES_MAX + 1, "]}");
+    json_t *doc = load_json(text);
+    free(text);
+    memset(&err, 0, sizeof err);
+    assert_false(model_service_from_json(doc, "web", &service, &err));
+    assert_string_equal(err.field, "dependencies");
+    json_decref(doc);
+    /* 1,024 distinct dependencies pass; a repeat is named at its second place. */
+    json_t *names = json_array();
+    for (size_t i = 0; i < MODEL_DEPENDENCIES_MAX; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "svc-%zu", i);
+        json_array_append_new(names, json_string(name));
+    }
+    doc = json_pack("{s:o}", "dependencies", names);
+    assert_true(model_service_from_json(doc, "web", &service, &err));
+    model_service_clear(&service);
+    json_array_set_new(names, 700, json_string("svc-3"));
+    memset(&err, 0, sizeof err);
+    assert_false(model_service_from_json(doc, "web", &service, &err));
+    assert_string_equal(err.field, "dependencies[700]");
+    json_decref(doc);
+
+    model_policy policy;
+    text = repeated("{\"allow\":[", "{\"from\":\"a\"}", MODEL_POLICY_RULES_MAX + 1, "]}");
+    doc = load_json(text);
+    free(text);
+    memset(&err, 0, sizeof err);
+    assert_false(model_policy_from_json(doc, &policy, &err));
+    assert_string_equal(err.field, "allow");
+    json_decref(doc);
+    text = repeated("{\"deny\":[{\"methods\":[", "\"GET\"", MODEL_METHODS_MAX + 1, "]}]}");
+    doc = load_json(text);
+    free(text);
+    memset(&err, 0, sizeof err);
+    assert_false(model_policy_from_json(doc, &policy, &err));
+    assert_string_equal(err.field, "deny[0].methods");
+    json_decref(doc);
+}
+
 /* ---- services --------------------------------------------------------------- */
 
 static void test_service_init_defaults(void **state)
@@ -1114,6 +1303,10 @@ int main(void)
         cmocka_unit_test(test_policy_parse),
         cmocka_unit_test(test_policy_errors),
         cmocka_unit_test(test_policy_validate),
+        cmocka_unit_test(test_labels_bounded),
+        cmocka_unit_test(test_route_arrays_bounded),
+        cmocka_unit_test(test_empty_split_and_prefix_refused),
+        cmocka_unit_test(test_service_and_policy_arrays_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -127,6 +127,40 @@ static void test_errors(void **state)
     assert_non_null(strstr(error, "unknown option '--app_port'"));
 }
 
+/* The request-head and idle timeouts: defaults, flags, config file, 0 (no
+ * limit), bounds, and --help. */
+static void test_timeouts(void **state)
+{
+    (void)state;
+    proxy_options options;
+    char error[512];
+    assert_int_equal(parse(&options, error, 4, "--service", "cart", "--app-port", "80"), 0);
+    assert_int_equal(options.request_head_timeout_ms, 10000);
+    assert_int_equal(options.idle_timeout_ms, 3600000);
+    assert_int_equal(parse(&options, error, 8, "--service", "cart", "--app-port", "80",
+                           "--request-head-timeout-ms", "2500", "--idle-timeout-ms", "0"),
+                     0);
+    assert_int_equal(options.request_head_timeout_ms, 2500);
+    assert_int_equal(options.idle_timeout_ms, 0);
+    const char *path =
+        write_config("{\"service\": \"cart\", \"app_port\": 80,"
+                     " \"request_head_timeout_ms\": 0, \"idle-timeout-ms\": \"60000\"}");
+    assert_int_equal(parse(&options, error, 2, "--config", path), 0);
+    assert_int_equal(options.request_head_timeout_ms, 0);
+    assert_int_equal(options.idle_timeout_ms, 60000);
+    unlink(path);
+    assert_int_equal(parse(&options, error, 6, "--service", "cart", "--app-port", "80",
+                           "--request-head-timeout-ms", "3600001"),
+                     -1);
+    assert_non_null(strstr(error, "request-head-timeout-ms"));
+    assert_int_equal(parse(&options, error, 6, "--service", "cart", "--app-port", "80",
+                           "--idle-timeout-ms", "-1"),
+                     -1);
+    assert_non_null(strstr(error, "idle-timeout-ms"));
+    assert_non_null(strstr(proxy_options_usage(), "--request-head-timeout-ms"));
+    assert_non_null(strstr(proxy_options_usage(), "--idle-timeout-ms"));
+}
+
 static void test_config_file(void **state)
 {
     (void)state;
@@ -163,7 +197,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),    cmocka_unit_test(test_flags),
         cmocka_unit_test(test_help),        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_config_file),
+        cmocka_unit_test(test_config_file), cmocka_unit_test(test_timeouts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -967,11 +967,13 @@ static void test_body_limits_and_media_types(void **state)
     assert_string_equal(string_of(reply->json, "name"), "big");
     done(reply);
 
-    /* One byte more is a 413, and writes nothing. */
+    /* One byte more is a 413, and writes nothing. evhttp answers it from the
+     * Content-Length, before reading the body (so in its own words, not JSON),
+     * and closes the connection. */
     json_int_t revision = current_revision();
     reply =
         request_sized("PUT", "/v1/services/bat", JSON_TYPE, server.oversized, BODY_LIMIT + 1, NULL);
-    EXPECT_ERROR(reply, 413, "payload_too_large", NULL);
+    assert_int_equal(reply->status, 413);
     done(reply);
     assert_int_equal(current_revision(), revision);
     done(GET(404, "/v1/services/bat"));
@@ -1412,7 +1414,6 @@ static const bad_case bad_cases[] = {
     /* Missing, too large, or not JSON. */
     CASE("PUT", BAT, NULL, NULL, 400, "invalid", NULL),
     CASE("PUT", BAT_EP, JSON_TYPE, NULL, 400, "invalid", NULL),
-    CASE("PUT", BAT, JSON_TYPE, OVERSIZED, 413, "payload_too_large", NULL),
     CASE("PUT", BAT, "text/plain", "{}", 415, "unsupported_media_type", NULL),
     CASE("PUT", BAT_RT, NULL, "{\"rules\": []}", 415, "unsupported_media_type", NULL),
     /* Authentication. */
@@ -1439,6 +1440,28 @@ static const bad_case bad_cases[] = {
     CASE_HEADER("PUT", BAT_RT, JSON_TYPE, "{\"rules\": []}", 412, "precondition_failed", NULL,
                 "If-Match: \"1\""),
     CASE_HEADER("PUT", BAT, JSON_TYPE, "{}", 412, "precondition_failed", NULL, "If-Match: soon"),
+    /* Path parameters are decoded segment by segment and checked first (issue 12,
+     * defect 4): a decoded NUL or '/' never names another resource. Before, the first
+     * two wrote and deleted bat, the third deleted bat's endpoint e1. */
+    CASE("PUT", BAT "%00zzz", JSON_TYPE, "{\"lb_policy\": \"ring_hash\"}", 400, "invalid", "name"),
+    CASE("DELETE", BAT "%00anything", NULL, NULL, 400, "invalid", "name"),
+    CASE("DELETE", BAT "%2Fendpoints%2Fe1", NULL, NULL, 400, "invalid", "name"),
+    CASE("DELETE", BAT "%2froutes", NULL, NULL, 400, "invalid", "name"),
+    CASE("PUT", BAT_EP "%00x", JSON_TYPE, "{\"address\": \"10.9.0.9\", \"port\": 81}", 400,
+         "invalid", "id"),
+    CASE("DELETE", BAT "/endpoints/e1%00", NULL, NULL, 400, "invalid", "id"),
+    CASE("PUT", BAT "/endpoints/e1%2F/health", JSON_TYPE, "{\"health\": \"draining\"}", 400,
+         "invalid", "id"),
+    CASE("PUT", "/v1/services/b%41t", JSON_TYPE, "{}", 400, "invalid", "name"),
+    CASE("GET", BAT "%20", NULL, NULL, 400, "invalid", "name"),
+    CASE("GET", "/v1/services/" NAME_64, NULL, NULL, 400, "invalid", "name"),
+    CASE("DELETE", "/v1/tokens/ab%00cd", NULL, NULL, 400, "invalid", "id"),
+    CASE("POST", "/v1/certs/00ff%2F/revoke", NULL, NULL, 400, "invalid", "serial"),
+    /* What atriumd accepted and the proxies refused (defect 14). */
+    BAD(BAT_RT, "{\"rules\": [{\"split\": []}]}", 400, "invalid", "rules[0].split"),
+    BAD(BAT_RT,
+        "{\"rules\": [{\"match\": {\"headers\": [{\"name\": \"x-v\", \"prefix\": \"\"}]}}]}", 400,
+        "invalid", "rules[0].match.headers[0].prefix"),
     /* Query parameters. */
     CASE("PUT", BAT "?verbose=true", JSON_TYPE, "{}", 400, "invalid", "verbose"),
     CASE("PUT", BAT "?dry_run=maybe", JSON_TYPE, "{}", 400, "invalid", "dry_run"),
@@ -1506,6 +1529,109 @@ static void test_bad_input_battery(void **state)
     json_decref(after);
     assert_true(unchanged);
     assert_int_equal(failures, 0);
+}
+
+/* ---- path parameters and bounded bodies (issue 12) ------------------------------- */
+
+/* {"address", "port", "labels": {k0: "v", ...}} with count labels; the caller frees it. */
+static char *endpoint_with_labels(size_t count)
+{
+    json_t *labels = json_object();
+    assert_non_null(labels);
+    for (size_t i = 0; i < count; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "k%zu", i);
+        json_object_set_new(labels, key, json_string("v"));
+    }
+    json_t *body = json_pack("{s:s,s:i,s:o}", "address", "10.1.0.1", "port", 80, "labels", labels);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    assert_non_null(text);
+    return text;
+}
+
+/* {key: [item, item, ...]} with count items (item is JSON text); the caller frees it. */
+static char *array_body(const char *key, const char *item, size_t count)
+{
+    json_t *array = json_array();
+    for (size_t i = 0; i < count; i++)
+        json_array_append_new(array, json_loads(item, JSON_DECODE_ANY, NULL));
+    json_t *body = json_pack("{s:o}", key, array);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    assert_non_null(text);
+    return text;
+}
+
+/* PUT body to path must be refused with 400 naming field, and write nothing. */
+static void expect_refused(const char *path, const char *body, const char *field)
+{
+    json_int_t revision = current_revision();
+    response *reply = request("PUT", path, JSON_TYPE, body, NULL);
+    EXPECT_ERROR(reply, 400, "invalid", field);
+    done(reply);
+    assert_int_equal(current_revision(), revision);
+}
+
+static void test_path_parameters_and_limits(void **state)
+{
+    (void)state;
+    /* A NUL in the path never reaches svc1 (before: PUT modified it, DELETE deleted it). */
+    done(PUT(201, "/v1/services/svc1", "{}"));
+    expect_refused("/v1/services/svc1%00zzz", "{\"lb_policy\": \"random\"}", "name");
+    json_int_t revision = current_revision();
+    response *reply = request("DELETE", "/v1/services/svc1%00anything", NULL, NULL, NULL);
+    EXPECT_ERROR(reply, 400, "invalid", "name");
+    done(reply);
+    assert_int_equal(current_revision(), revision);
+    reply = GET(200, "/v1/services/svc1");
+    assert_string_equal(string_of(reply->json, "lb_policy"), "round_robin");
+    done(reply);
+
+    /* Labels: 64 per endpoint, refused past that before any is copied (before: 20,000
+     * labels took 12 s per PUT, quadratic, and blocked /healthz). */
+    char *body = endpoint_with_labels(64);
+    done(PUT(201, "/v1/services/svc1/endpoints/e1", body));
+    free(body);
+    body = endpoint_with_labels(65);
+    expect_refused("/v1/services/svc1/endpoints/e2", body, "labels");
+    free(body);
+    body = endpoint_with_labels(20000);
+    expect_refused("/v1/services/svc1/endpoints/e2", body, "labels");
+    free(body);
+    done(GET(404, "/v1/services/svc1/endpoints/e2"));
+
+    /* Arrays of every body are bounded, naming the field. */
+    body = array_body("dependencies", "\"a\"", 1025);
+    expect_refused("/v1/services/svc1", body, "dependencies");
+    free(body);
+    body = array_body("rules", "{}", 129);
+    expect_refused("/v1/services/svc1/routes", body, "rules");
+    free(body);
+    body = array_body("allow", "{\"from\": \"a\"}", 129);
+    expect_refused("/v1/services/svc1/policy", body, "allow");
+    free(body);
+    expect_refused(
+        "/v1/services/svc1/routes",
+        "{\"rules\": [{\"match\": {\"headers\": [{\"name\": \"a\", \"present\": true}, "
+        "{\"name\": \"a\", \"present\": true}, {\"name\": \"a\", \"present\": true}, "
+        "{\"name\": \"a\", \"present\": true}, {\"name\": \"a\", \"present\": true}, "
+        "{\"name\": \"a\", \"present\": true}, {\"name\": \"a\", \"present\": true}, "
+        "{\"name\": \"a\", \"present\": true}, {\"name\": \"a\", \"present\": true}, "
+        "{\"name\": \"a\", \"present\": true}, {\"name\": \"a\", \"present\": true}, "
+        "{\"name\": \"a\", \"present\": true}, {\"name\": \"a\", \"present\": true}, "
+        "{\"name\": \"a\", \"present\": true}, {\"name\": \"a\", \"present\": true}, "
+        "{\"name\": \"a\", \"present\": true}, {\"name\": \"a\", \"present\": true}]}}]}",
+        "rules[0].match.headers");
+    /* An empty split and an empty header prefix (issue 12, defect 14). */
+    expect_refused("/v1/services/svc1/routes", "{\"rules\": [{\"split\": []}]}", "rules[0].split");
+    expect_refused(
+        "/v1/services/svc1/routes",
+        "{\"rules\": [{\"match\": {\"headers\": [{\"name\": \"x-v\", \"prefix\": \"\"}]}}]}",
+        "rules[0].match.headers[0].prefix");
+    /* Absent split still means the whole service. */
+    done(PUT(201, "/v1/services/svc1/routes", "{\"rules\": [{\"timeout_ms\": 100}]}"));
+    done(DELETE(200, "/v1/services/svc1"));
 }
 
 /* ---- TTL ------------------------------------------------------------------------- */
@@ -1635,6 +1761,7 @@ int main(void)
         cmocka_unit_test(test_dry_run_never_writes),
         cmocka_unit_test(test_stale_if_match_never_writes),
         cmocka_unit_test(test_bad_input_battery),
+        cmocka_unit_test(test_path_parameters_and_limits),
         cmocka_unit_test(test_ttl),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -2374,6 +2374,104 @@ static void test_conditional_writes(void **state)
     assert_store_ok(store_delete_service(f->db, "web", first + 1, &revision, &err));
 }
 
+/* ---- proxies: pruning (store_prune_proxies) ------------------------------------ */
+
+/* Saves one proxy with one type row; connected or not, last seen at last_seen_ms. */
+static void save_one_proxy(store *db, const char *node_id, bool connected, int64_t last_seen_ms)
+{
+    model_proxy proxy;
+    make_proxy(&proxy, node_id, "", "svc", "default", "delta", connected, 1, last_seen_ms);
+    add_type(&proxy, CDS, "1", 1, "1", 1, NULL, NULL, 0);
+    store_error err;
+    assert_store_ok(store_save_proxies(db, &proxy, 1, &err));
+    model_proxy_clear(&proxy);
+}
+
+/* The node ids listed, comma-separated in list order, into out. */
+static void listed_node_ids(store *db, char *out, size_t size)
+{
+    model_proxy_list list = {0};
+    store_error err;
+    assert_store_ok(store_list_proxies(db, 0, &list, &err));
+    out[0] = '\0';
+    for (size_t i = 0; i < list.count; i++) {
+        size_t used = strlen(out);
+        snprintf(out + used, size - used, "%s%s", i ? "," : "", list.items[i].node_id);
+    }
+    model_proxy_list_free(&list);
+}
+
+/* Disconnected proxies last seen before the cut go (with their type rows);
+ * connected ones stay however old, and nothing advances the revision. */
+static void test_prune_proxies_by_age(void **state)
+{
+    fixture *f = *state;
+    store_error err;
+    save_one_proxy(f->db, "old-gone", false, 1000);
+    save_one_proxy(f->db, "old-connected", true, 1000);
+    save_one_proxy(f->db, "recent-gone", false, 5000);
+    int64_t before = current_revision(f->db);
+
+    size_t removed = 99;
+    assert_store_ok(store_prune_proxies(f->db, 2000, 100, &removed, &err));
+    assert_int_equal(removed, 1);
+    char ids[256];
+    listed_node_ids(f->db, ids, sizeof(ids));
+    assert_string_equal(ids, "old-connected,recent-gone");
+    assert_no_changes_since(f->db, before);
+
+    /* Its type rows went with it: the same node id saved again has none. */
+    model_proxy again;
+    make_proxy(&again, "old-gone", "", "svc", "default", "delta", false, 1, 6000);
+    assert_store_ok(store_save_proxies(f->db, &again, 1, &err));
+    model_proxy_clear(&again);
+    model_proxy_list list = {0};
+    assert_store_ok(store_list_proxies(f->db, 0, &list, &err));
+    const model_proxy *found = find_proxy(&list, "old-gone");
+    assert_non_null(found);
+    assert_int_equal(found->type_count, 0);
+    model_proxy_list_free(&list);
+
+    /* Nothing older than the cut: nothing removed; NULL removed is allowed. */
+    assert_store_ok(store_prune_proxies(f->db, 2000, 100, NULL, &err));
+    listed_node_ids(f->db, ids, sizeof(ids));
+    assert_string_equal(ids, "old-connected,old-gone,recent-gone");
+}
+
+/* Beyond keep_at_most rows, the least recently seen go, disconnected ones
+ * before connected ones. */
+static void test_prune_proxies_by_count(void **state)
+{
+    fixture *f = *state;
+    store_error err;
+    save_one_proxy(f->db, "p1", true, 10); /* the oldest, but connected */
+    save_one_proxy(f->db, "p2", false, 20);
+    save_one_proxy(f->db, "p3", false, 30);
+    save_one_proxy(f->db, "p4", false, 40);
+    save_one_proxy(f->db, "p5", false, 50);
+
+    size_t removed = 0;
+    assert_store_ok(store_prune_proxies(f->db, 0, SIZE_MAX, &removed, &err));
+    assert_int_equal(removed, 0);
+    assert_store_ok(store_prune_proxies(f->db, 0, 3, &removed, &err));
+    assert_int_equal(removed, 2);
+    char ids[256];
+    listed_node_ids(f->db, ids, sizeof(ids));
+    assert_string_equal(ids, "p1,p4,p5");
+
+    /* Age and count together, in one call. */
+    save_one_proxy(f->db, "p6", false, 60);
+    assert_store_ok(store_prune_proxies(f->db, 45, 2, &removed, &err));
+    assert_int_equal(removed, 2); /* p4 by age, then p5 by count */
+    listed_node_ids(f->db, ids, sizeof(ids));
+    assert_string_equal(ids, "p1,p6");
+
+    assert_store_ok(store_prune_proxies(f->db, 0, 0, &removed, &err));
+    assert_int_equal(removed, 2);
+    listed_node_ids(f->db, ids, sizeof(ids));
+    assert_string_equal(ids, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2411,6 +2509,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migration_from_v2, setup_dir, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup_dir, teardown),
         cmocka_unit_test_setup_teardown(test_synchronous_full, setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_proxies_by_age, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_proxies_by_count, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

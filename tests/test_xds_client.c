@@ -4,20 +4,23 @@
  *
  * Group "offline" (no atriumd): a resource set written and read back (mode
  * 0600); truncated, bit-flipped, foreign and future-version files refused
- * with a clear reason; xds_client_start refuses a corrupt saved state and a
- * target gRPC cannot use; with nothing listening, attempts follow the
- * jittered exponential backoff.
+ * with a clear reason; a corrupt saved state, or one whose snapshot cannot be
+ * built, is moved aside by xds_client_start (which starts without it, saying
+ * why), two in the same second keep both; a saved state that cannot be read
+ * at all, and a target gRPC cannot use, are refused; with nothing listening,
+ * attempts follow the jittered exponential backoff (each gap timed).
  *
  * Group "xds_client", one scenario in steps, each depending on the last:
  *   1. a service with two endpoints registered over REST; a client for it gets
  *      listeners "outbound" and "inbound", route table "outbound" (resolved),
  *      the service's cluster with both endpoints and "inbound|<app port>";
  *   2. an endpoint changes: a new snapshot follows;
- *   3. a route atriumd accepts but the snapshot builder refuses (a header
- *      prefix match with an empty prefix) is NACKed: the previous snapshot
- *      keeps serving, status.last_nack has the builder's text, GET /v1/proxies
- *      shows it (what `atriumctl proxy-status` prints); a good route is then
- *      applied;
+ *   3. a snapshot the client's check refuses (as a listener that cannot be
+ *      bound is; here a route whose header prefix is "refused-") is NACKed:
+ *      the previous snapshot keeps serving, status.last_nack has the check's
+ *      text, GET /v1/proxies shows it (what `atriumctl proxy-status` prints);
+ *      a good route is then applied. (atriumd refuses at its API what the
+ *      snapshot builder refuses, so only a check can refuse a route it sends.)
  *   4. atriumd stops: the client keeps its snapshot, says disconnected, keeps
  *      retrying; the state file exists with mode 0600;
  *   5. a new client, with atriumd down, applies the saved snapshot before
@@ -31,8 +34,12 @@
  * That atriumd sends nothing for what the client already holds, which shows
  * the initial_resource_versions sent on reconnect.
  *
- * Every wait is bounded; atriumd processes are stopped by the teardown, and
- * killed by the fixture's atexit handler otherwise.
+ * No step sleeps for a fixed time: each waits for the event it expects,
+ * polling every POLL_MS up to a bound. "Nothing else happens" is checked
+ * after an event that would have come after it (a later response on the same
+ * stream, atriumd's flushed proxy status). Every wait is bounded; atriumd
+ * processes are stopped by the teardown, and killed by the fixture's atexit
+ * handler otherwise.
  */
 /* cmocka.h needs these first, in this order. */
 // clang-format off
@@ -51,6 +58,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grpc/grpc.h>
@@ -73,7 +81,7 @@
 #define STATUS_WAIT_MS    8000  /* a status change that must come */
 #define PROXIES_WAIT_MS   6000  /* atriumd flushes stream status once a second */
 #define RECONNECT_WAIT_MS 50000 /* the backoff may have grown to 8 s (±50 %) or more */
-#define QUIET_MS          1500  /* "nothing happens": nothing within this long */
+#define POLL_MS           20    /* the pause between two looks at a condition */
 #define STOP_LIMIT_MS     3000  /* xds_client_stop must not take longer */
 #define RELAY_MAX_PAIRS   16
 #define TEXT_SIZE         4096
@@ -83,9 +91,10 @@
 #define APP_PORT      8080
 #define INBOUND_PORT  15006
 #define OUTBOUND_PORT 15001
-#define EMPTY_PREFIX_ROUTES                                                                        \
+#define REFUSED_ROUTES                                                                             \
     "{\"rules\": [{\"match\": {\"path_prefix\": \"/x\", \"headers\": [{\"name\": \"x-user\", "     \
-    "\"prefix\": \"\"}]}}]}"
+    "\"prefix\": \"" REFUSED_PREFIX "\"}]}}]}"
+#define REFUSED_PREFIX "refused-"
 #define GOOD_ROUTES                                                                                \
     "{\"rules\": [{\"match\": {\"path_prefix\": \"/x\", \"headers\": [{\"name\": \"x-user\", "     \
     "\"prefix\": \"test-\"}]}, \"timeout_ms\": 1500}]}"
@@ -442,7 +451,7 @@ static void wait_status_at(int line, xds_client *client, status_check check, con
             return;
         if (clock_monotonic_ms() > deadline)
             break;
-        atriumd_fixture_sleep_ms(20);
+        atriumd_fixture_sleep_ms(POLL_MS);
     }
     print_error("line %d: not %s within %d ms\n", line, what, limit_ms);
     print_status(&status);
@@ -469,6 +478,13 @@ static bool nacks_above(const xds_client_status *status, const void *argument)
 static bool connects_above(const xds_client_status *status, const void *argument)
 {
     return status->connects > *(const uint64_t *)argument;
+}
+
+/* An attempt to reach atriumd has ended (refused, or the relay closed it). */
+static bool attempt_failed(const xds_client_status *status, const void *argument)
+{
+    (void)argument;
+    return !status->connected && status->last_stream_error[0] != '\0';
 }
 
 /* ---- the admin REST API ---- */
@@ -604,6 +620,32 @@ static const char *proxy_nack_message(json_t *proxy, const char *type_url)
 
 /* ---- the client ---- */
 
+/* The client's check (what atrium-proxy asks the data path: can the listeners
+ * be bound?): refuses a snapshot with a route whose header prefix is
+ * REFUSED_PREFIX, so that step 3 has a snapshot atriumd sends and the client
+ * NACKs. */
+static int refuse_marked_routes(const proxy_config *config, void *context, char *error,
+                                size_t error_size)
+{
+    (void)context;
+    const proxy_listener *outbound = proxy_config_find_listener(config, "outbound");
+    const proxy_route_table *table = outbound ? outbound->route_table : NULL;
+    for (size_t v = 0; table != NULL && v < table->virtual_host_count; v++) {
+        const proxy_virtual_host *host = &table->virtual_hosts[v];
+        for (size_t r = 0; r < host->route_count; r++)
+            for (size_t h = 0; h < host->routes[r].header_count; h++)
+                if (host->routes[r].headers[h].value != NULL &&
+                    strcmp(host->routes[r].headers[h].value, REFUSED_PREFIX) == 0) {
+                    snprintf(error, error_size,
+                             "test check: virtual host \"%s\" has a route matching header "
+                             "prefix \"" REFUSED_PREFIX "\"",
+                             host->name);
+                    return -1;
+                }
+    }
+    return 0;
+}
+
 static xds_client_options client_options(void)
 {
     static char target[64];
@@ -615,7 +657,8 @@ static xds_client_options client_options(void)
                                 .app_port = APP_PORT,
                                 .inbound_port = INBOUND_PORT,
                                 .outbound_port = OUTBOUND_PORT,
-                                .state_dir = scenario.state_dir};
+                                .state_dir = scenario.state_dir,
+                                .check = refuse_marked_routes};
 }
 
 /* Stops the scenario's client (bounded) and forgets its snapshots. */
@@ -766,7 +809,7 @@ static void test_endpoint_change(void **state)
     assert_int_equal(status.state_write_failures, 0);
 }
 
-/* 3. A route the builder refuses is NACKed; the previous snapshot stays;
+/* 3. A snapshot the check refuses is NACKed; the previous snapshot stays;
  *    atriumd shows the NACK; a good route is applied afterwards. */
 static void test_nack(void **state)
 {
@@ -775,20 +818,19 @@ static void test_nack(void **state)
     xds_client_get_status(scenario.client, &before);
     uint64_t applies = applies_of(&scenario.watch);
 
-    /* atriumd accepts an empty header prefix; the snapshot builder (like
-     * Envoy's validation) does not. */
-    WRITE("PUT", "/v1/services/" SERVICE "/routes", EMPTY_PREFIX_ROUTES);
+    WRITE("PUT", "/v1/services/" SERVICE "/routes", REFUSED_ROUTES);
     WAIT_STATUS(scenario.client, nacks_above, &before.nacks, STATUS_WAIT_MS, "NACKed");
     xds_client_status after;
     xds_client_get_status(scenario.client, &after);
     print_message("NACK sent: %s\n", after.last_nack);
-    if (strstr(after.last_nack, "RouteConfiguration \"outbound\"") == NULL ||
-        strstr(after.last_nack, "empty string_match pattern") == NULL) {
+    if (strstr(after.last_nack, "test check: virtual host \"" SERVICE "\"") == NULL ||
+        strstr(after.last_nack, REFUSED_PREFIX) == NULL) {
         print_status(&after);
-        fail_msg("last_nack does not name the route table and the reason");
+        fail_msg("last_nack does not carry the check's reason");
     }
-    /* Nothing applied: the previous snapshot keeps serving. */
-    atriumd_fixture_sleep_ms(QUIET_MS);
+    /* Nothing applied: the previous snapshot keeps serving. (A response is
+     * applied before its ACK is counted and never after a NACK: checked now,
+     * and again once atriumd has shown the NACK, below.) */
     assert_int_equal(applies_of(&scenario.watch), applies);
     xds_client_get_status(scenario.client, &after);
     assert_int_equal(after.generation, before.generation);
@@ -812,11 +854,15 @@ static void test_nack(void **state)
         }
         json_decref(proxy);
         if (shown[0] == '\0')
-            atriumd_fixture_sleep_ms(200);
+            atriumd_fixture_sleep_ms(POLL_MS);
     }
     if (strcmp(shown, after.last_nack) != 0)
         fail_msg("GET /v1/proxies shows nack_message \"%s\" for %s, the client sent \"%s\"", shown,
                  rds, after.last_nack);
+    /* Still nothing applied, now that atriumd has handled the NACK. */
+    assert_int_equal(applies_of(&scenario.watch), applies);
+    xds_client_get_status(scenario.client, &after);
+    assert_int_equal(after.generation, before.generation);
 
     /* A good route: applied. */
     WRITE("PUT", "/v1/services/" SERVICE "/routes", GOOD_ROUTES);
@@ -897,8 +943,11 @@ static void test_saved_state(void **state)
     assert_false(status.connected);
     assert_int_equal(status.generation, 1);
     assert_true(status.versions[PROXY_RESOURCE_CLUSTER][0] != '\0');
-    atriumd_fixture_sleep_ms(QUIET_MS);
+    assert_string_equal(status.saved_state_refused, "");
+    /* It tried atriumd (down) and kept the saved snapshot. */
+    WAIT_STATUS(scenario.client, attempt_failed, NULL, STATUS_WAIT_MS, "a failed attempt");
     xds_client_get_status(scenario.client, &status);
+    assert_int_equal(applies_of(&scenario.watch), 1);
     assert_true(status.serving_saved_state);
     assert_false(status.connected);
     assert_int_equal(status.acks, 0);
@@ -918,8 +967,10 @@ static void test_reconnect(void **state)
     atomic_store(&scenario.relay.upstream_port, scenario.atriumd.xds_port);
     WAIT_STATUS(scenario.client, is_connected, NULL, RECONNECT_WAIT_MS, "reconnected");
 
-    /* It sent the versions it holds: atriumd has nothing newer to send. */
-    atriumd_fixture_sleep_ms(QUIET_MS);
+    /* It sent the versions it holds: atriumd has nothing newer to send. Any
+     * resend would answer the subscriptions sent on connecting, so it would
+     * come on the stream before the response to a change made afterwards:
+     * when the change has arrived, it must have been the only response. */
     xds_client_status status;
     xds_client_get_status(scenario.client, &status);
     if (status.responses != 0 || !status.serving_saved_state) {
@@ -930,19 +981,26 @@ static void test_reconnect(void **state)
     put_endpoint("c", "10.1.0.4", 8080);
     expectation expected = {"10.1.0.1:8080,10.1.0.3:8081,10.1.0.4:8080"};
     proxy_config *config = WAIT_SNAPSHOT(&scenario.watch, scenario.generation, &expected);
+    assert_int_equal(config->generation, scenario.generation + 1);
     proxy_config_release(config);
     xds_client_get_status(scenario.client, &status);
-    if (!status.connected || status.serving_saved_state || status.nacks != 0 || status.acks < 1) {
+    if (!status.connected || status.serving_saved_state || status.nacks != 0 || status.acks < 1 ||
+        status.responses != 1) {
         print_status(&status);
-        fail_msg("unexpected status after following a change");
+        fail_msg("unexpected status after following a change (the change's response alone)");
     }
     json_t *proxy = NULL;
     int64_t deadline = clock_monotonic_ms() + PROXIES_WAIT_MS;
     while ((proxy = find_proxy(NODE_ID)) == NULL && clock_monotonic_ms() < deadline)
-        atriumd_fixture_sleep_ms(200);
+        atriumd_fixture_sleep_ms(POLL_MS);
     assert_non_null(proxy);
     assert_true(json_is_true(json_object_get(proxy, "connected")));
     json_decref(proxy);
+    xds_client_get_status(scenario.client, &status);
+    if (status.responses != 1) {
+        print_status(&status);
+        fail_msg("atriumd resent what the client already held");
+    }
     stop_client();
 }
 
@@ -957,14 +1015,32 @@ static int scratch_setup(void **state)
     return mkdtemp(scratch_dir) != NULL ? 0 : -1;
 }
 
+/* Removes every file in scratch_dir (the state file, its temporary file,
+ * the files moved aside); returns how many there were. */
+static int empty_scratch_dir(void)
+{
+    DIR *directory = opendir(scratch_dir);
+    if (directory == NULL)
+        return -1;
+    int removed = 0;
+    struct dirent *entry;
+    while ((entry = readdir(directory)) != NULL) {
+        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+            continue;
+        char path[512];
+        snprintf(path, sizeof(path), "%s/%s", scratch_dir, entry->d_name);
+        if (unlink(path) != 0)
+            rmdir(path);
+        removed++;
+    }
+    closedir(directory);
+    return removed;
+}
+
 static int scratch_teardown(void **state)
 {
     (void)state;
-    char path[128];
-    snprintf(path, sizeof(path), "%s/%s", scratch_dir, STATE_FILE_NAME);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/%s.tmp", scratch_dir, STATE_FILE_NAME);
-    unlink(path);
+    empty_scratch_dir();
     return rmdir(scratch_dir);
 }
 
@@ -1000,11 +1076,12 @@ static void expect_refused_at(int line, const char *path, const char *fragment)
     proxy_resource_set set;
     char error[512] = "";
     int result = state_file_read(path, &set, NULL, error, sizeof(error));
-    if (result != -1 || strstr(error, fragment) == NULL || strstr(error, path) == NULL) {
-        if (result == 1)
+    if (result != STATE_FILE_CORRUPT || strstr(error, fragment) == NULL ||
+        strstr(error, path) == NULL) {
+        if (result == STATE_FILE_READ)
             proxy_resource_set_clear(&set);
-        fail_msg("line %d: read gave %d \"%s\", expected -1 with \"%s\" and the path", line, result,
-                 error, fragment);
+        fail_msg("line %d: read gave %d \"%s\", expected %d with \"%s\" and the path", line, result,
+                 error, STATE_FILE_CORRUPT, fragment);
     }
     for (int type = 0; type < PROXY_RESOURCE_TYPE_COUNT; type++)
         assert_int_equal(set.counts[type], 0);
@@ -1034,7 +1111,8 @@ static void test_state_file_round_trip(void **state)
     assert_int_equal(info.st_mode & 07777, 0600);
 
     state_file_versions read_versions;
-    assert_int_equal(state_file_read(path, &set, &read_versions, error, sizeof(error)), 1);
+    assert_int_equal(state_file_read(path, &set, &read_versions, error, sizeof(error)),
+                     STATE_FILE_READ);
     assert_int_equal(set.counts[PROXY_RESOURCE_CLUSTER], 2);
     assert_string_equal(set.items[PROXY_RESOURCE_CLUSTER][0].name, "alpha"); /* sorted */
     assert_string_equal(set.items[PROXY_RESOURCE_CLUSTER][0].version, "v1");
@@ -1054,7 +1132,8 @@ static void test_state_file_round_trip(void **state)
     /* No file: nothing to read, not an error. */
     char missing[160];
     snprintf(missing, sizeof(missing), "%s/none.pb", scratch_dir);
-    assert_int_equal(state_file_read(missing, &set, NULL, error, sizeof(error)), 0);
+    assert_int_equal(state_file_read(missing, &set, NULL, error, sizeof(error)),
+                     STATE_FILE_MISSING);
 }
 
 static void test_state_file_corruption(void **state)
@@ -1095,23 +1174,93 @@ static void test_state_file_corruption(void **state)
     write_bytes(path, bad, length);
     EXPECT_REFUSED(path, "format version 2");
 
-    /* The client refuses to start on it, saying why. */
+    /* The client starts without it: moved aside unchanged, the reason in
+     * the status (naming the file and where it went), nothing applied. */
     xds_client_options options = {
         .target = "127.0.0.1:9", .node_id = "n", .state_dir = scratch_dir};
-    xds_client *client = xds_client_start(&options, NULL, NULL, error, sizeof(error));
-    assert_null(client);
-    print_message("refused: %s\n", error);
-    assert_non_null(strstr(error, path));
-    assert_non_null(strstr(error, "format version 2"));
+    watcher watch;
+    watcher_init(&watch);
+    long long before = (long long)(clock_wall_ms() / 1000);
+    xds_client *client = xds_client_start(&options, on_apply, &watch, error, sizeof(error));
+    if (client == NULL)
+        fail_msg("xds_client_start refused a corrupt saved state: %s", error);
+    xds_client_status status;
+    xds_client_get_status(client, &status);
+    xds_client_stop(client);
+    print_message("set aside: %s\n", status.saved_state_refused);
+    assert_int_equal(applies_of(&watch), 0);
+    assert_false(status.serving_saved_state);
+    assert_int_equal(status.generation, 0);
+    assert_non_null(strstr(status.saved_state_refused, path));
+    assert_non_null(strstr(status.saved_state_refused, "format version 2"));
+    assert_int_equal(access(path, F_OK), -1);
+    char moved[256];
+    const char *to = strstr(status.saved_state_refused, "; moved to ");
+    assert_non_null(to);
+    snprintf(moved, sizeof(moved), "%s", to + strlen("; moved to "));
+    char prefix[160];
+    snprintf(prefix, sizeof(prefix), "%s.corrupt-", path);
+    assert_int_equal(strncmp(moved, prefix, strlen(prefix)), 0);
+    char *end = NULL;
+    long long stamp = strtoll(moved + strlen(prefix), &end, 10);
+    assert_true(end != NULL && *end == '\0'); /* <path>.corrupt-<unix time>, nothing more */
+    assert_true(stamp >= before && stamp <= (long long)(clock_wall_ms() / 1000));
+    uint8_t kept[4096];
+    FILE *file = fopen(moved, "rb");
+    assert_non_null(file);
+    assert_int_equal(fread(kept, 1, sizeof(kept), file), length);
+    fclose(file);
+    assert_memory_equal(kept, bad, length);
+    assert_int_equal(empty_scratch_dir(), 1);
 
-    /* Saved bytes that are not resources the builder can apply. */
+    /* Saved bytes that are not resources the builder can apply: the same. */
     write_bytes(path, good, length);
+    client = xds_client_start(&options, on_apply, &watch, error, sizeof(error));
+    if (client == NULL)
+        fail_msg("xds_client_start refused a saved state it cannot apply: %s", error);
+    xds_client_get_status(client, &status);
+    xds_client_stop(client);
+    print_message("set aside: %s\n", status.saved_state_refused);
+    assert_int_equal(applies_of(&watch), 0);
+    assert_non_null(strstr(status.saved_state_refused, "cannot be applied"));
+    assert_non_null(strstr(status.saved_state_refused, "Cluster \"alpha\""));
+    assert_non_null(strstr(status.saved_state_refused, ".corrupt-"));
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(empty_scratch_dir(), 1);
+    watcher_destroy(&watch);
+
+    /* Two moved aside within the same second: neither replaces the other. */
+    char first[256], second[256];
+    write_bytes(path, good, length);
+    assert_int_equal(
+        state_file_set_aside(path, 1700000000, first, sizeof(first), error, sizeof(error)), 0);
+    write_bytes(path, bad, length);
+    assert_int_equal(
+        state_file_set_aside(path, 1700000000, second, sizeof(second), error, sizeof(error)), 0);
+    char expected_name[256];
+    snprintf(expected_name, sizeof(expected_name), "%s.corrupt-1700000000", path);
+    assert_string_equal(first, expected_name);
+    snprintf(expected_name, sizeof(expected_name), "%s.corrupt-1700000000.2", path);
+    assert_string_equal(second, expected_name);
+    file = fopen(first, "rb");
+    assert_non_null(file);
+    assert_int_equal(fread(kept, 1, sizeof(kept), file), length);
+    fclose(file);
+    assert_memory_equal(kept, good, length);
+    assert_int_equal(empty_scratch_dir(), 2);
+    /* Nothing to move: the reason, naming the file. */
+    assert_int_equal(state_file_set_aside(path, 1, NULL, 0, error, sizeof(error)), -1);
+    assert_non_null(strstr(error, path));
+
+    /* A saved state that cannot be read at all (a directory in its place,
+     * which no save could replace either): refused, naming it. */
+    assert_int_equal(mkdir(path, 0700), 0);
     client = xds_client_start(&options, NULL, NULL, error, sizeof(error));
     assert_null(client);
     print_message("refused: %s\n", error);
-    assert_non_null(strstr(error, "cannot be applied"));
-    assert_non_null(strstr(error, "Cluster \"alpha\""));
-    unlink(path);
+    assert_non_null(strstr(error, path));
+    assert_non_null(strstr(error, "not a regular file"));
+    assert_int_equal(rmdir(path), 0);
 
     /* A target gRPC cannot use. */
     options.target = "ipv4:300.1.1.1:5";
@@ -1124,11 +1273,18 @@ static void test_state_file_corruption(void **state)
 }
 
 /* Nothing listens on the target: attempts follow the backoff (0.5 s doubling,
- * ±50 %). Attempt k (counting from 0) starts between 0.25 (2^k - 1) and
- * 0.75 (2^k - 1) seconds after the first: within 7 s attempts 0-2 have surely
- * started (the third by 2.25 s) and attempt 5 surely not (7.75 s at the
- * earliest), so 3 to 5 attempts. Without a backoff there would be hundreds. */
-#define BACKOFF_WATCH_MS 7000
+ * ±50 %). Attempt k+1 starts 0.5 x 500 x 2^k to 1.5 x 500 x 2^k ms after
+ * attempt k failed (a refused connection fails within milliseconds). The
+ * test watches the first BACKOFF_ATTEMPTS attempts start, timing each gap
+ * (polling every POLL_MS), instead of counting attempts over a fixed 7 s:
+ * without a backoff the gaps would be ~0 and there would be hundreds of
+ * attempts; with a backoff that did not grow, the last gap would be too
+ * short. A gap may look up to GAP_SLACK_MS longer than the delay (the failed
+ * attempt, the poll, a loaded machine), never shorter than the delay less
+ * one poll. */
+#define BACKOFF_ATTEMPTS 4    /* attempts 0-3: gaps 250-750, 500-1500, 1000-3000 ms */
+#define BACKOFF_WAIT_MS  8000 /* attempt 3 starts by 5.25 s at the latest */
+#define GAP_SLACK_MS     1000
 
 static void test_backoff(void **state)
 {
@@ -1145,21 +1301,44 @@ static void test_backoff(void **state)
     snprintf(target, sizeof(target), "127.0.0.1:%d", ntohs(address.sin_port));
     xds_client_options options = {.target = target, .node_id = "backoff", .service = SERVICE};
     char error[512] = "";
+    int64_t began = clock_monotonic_ms();
     xds_client *client = xds_client_start(&options, NULL, NULL, error, sizeof(error));
     if (client == NULL)
         fail_msg("xds_client_start: %s", error);
-    atriumd_fixture_sleep_ms(BACKOFF_WATCH_MS);
+    /* seen[k]: when attempt k was first seen started (status.connects > k). */
+    int64_t seen[BACKOFF_ATTEMPTS + 1] = {0};
     xds_client_status status;
-    xds_client_get_status(client, &status);
+    uint64_t observed = 0;
+    int64_t deadline = began + BACKOFF_WAIT_MS;
+    for (;;) {
+        xds_client_get_status(client, &status);
+        int64_t now = clock_monotonic_ms();
+        while (observed < status.connects && observed <= BACKOFF_ATTEMPTS)
+            seen[observed++] = now;
+        if (observed >= BACKOFF_ATTEMPTS || now > deadline)
+            break;
+        atriumd_fixture_sleep_ms(POLL_MS);
+    }
     int64_t started = clock_monotonic_ms();
-    xds_client_stop(client);
+    xds_client_stop(client); /* while it waits out a backoff */
     int64_t took = clock_monotonic_ms() - started;
-    print_message("%llu attempts in %d ms; the last ended with %s\n",
-                  (unsigned long long)status.connects, BACKOFF_WATCH_MS, status.last_stream_error);
-    if (status.connects < 3 || status.connects > 5 || status.connected || status.responses != 0 ||
-        status.last_stream_error[0] == '\0') {
+    print_message("%llu attempts in %lld ms; the last ended with %s\n",
+                  (unsigned long long)status.connects, (long long)(seen[observed - 1] - began),
+                  status.last_stream_error);
+    if (observed < BACKOFF_ATTEMPTS || status.connects > BACKOFF_ATTEMPTS || status.connected ||
+        status.responses != 0 || status.last_stream_error[0] == '\0') {
         print_status(&status);
-        fail_msg("attempts do not follow the backoff");
+        fail_msg("attempts do not follow the backoff: %llu within %d ms, expected %d",
+                 (unsigned long long)status.connects, BACKOFF_WAIT_MS, BACKOFF_ATTEMPTS);
+    }
+    for (int k = 1; k < BACKOFF_ATTEMPTS; k++) {
+        int64_t gap = seen[k] - seen[k - 1];
+        int64_t delay = 500LL << (k - 1); /* before jitter */
+        print_message("gap %d: %lld ms (backoff %lld ms, ±50 %%)\n", k, (long long)gap,
+                      (long long)delay);
+        if (gap < delay / 2 - POLL_MS || gap > delay * 3 / 2 + GAP_SLACK_MS)
+            fail_msg("attempt %d started %lld ms after attempt %d; the backoff allows %lld-%lld ms",
+                     k, (long long)gap, k - 1, (long long)(delay / 2), (long long)(delay * 3 / 2));
     }
     if (took > STOP_LIMIT_MS)
         fail_msg("xds_client_stop took %lld ms", (long long)took);

@@ -56,12 +56,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#define JSON_TYPE        "application/json"
-#define RESPONSE_MS      3000 /* a response that must come */
-#define QUIET_MS         500  /* "no response": nothing within this long */
+#define JSON_TYPE   "application/json"
+#define RESPONSE_MS 3000 /* a response that must come */
+/* "No response": nothing within a quiet window, as short as is sound. The
+ * answer to a request is sent while atriumd handles it, so on loopback it
+ * arrives within milliseconds: QUIET_MS leaves room for a loaded machine and
+ * sanitizers. A change made over REST is pushed at most debounce (100 ms) +
+ * minimum push interval (100 ms) after the call returned: QUIET_CHANGE_MS
+ * adds the same margin to that. No test waits for the store to "settle": a
+ * stream's first request reads the store as it is (atriumd catches up). */
+#define QUIET_MS         200
+#define QUIET_CHANGE_MS  350
 #define COLLECT_LIMIT_MS 8000 /* a burst of responses, collected until quiet */
-#define SETTLE_MS        400  /* > debounce (100 ms) + minimum push interval (100 ms) */
 #define STATUS_WAIT_MS   2500 /* stream status is flushed to the store once a second */
+#define STATUS_POLL_MS   50   /* how often GET /v1/proxies is asked meanwhile */
 #define CALL_DEADLINE_MS 300000
 #define MAX_LIVE         512
 #define MAX_STREAMS      16
@@ -96,12 +104,6 @@ static double now_seconds(void)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
-}
-
-/* Lets atriumd's debounced push of the last REST changes happen. */
-static void settle(void)
-{
-    atriumd_fixture_sleep_ms(SETTLE_MS);
 }
 
 /* ---- the server ------------------------------------------------------------------ */
@@ -462,8 +464,9 @@ static void start_batch(ads_stream *stream, const grpc_op *ops, size_t count, in
     stream->pending[tag]++;
 }
 
-/* Opens an ADS stream (SotW or delta) to atriumd's xDS port. */
-static ads_stream *ads_open(bool delta)
+/* Opens a call of method (a SotW or delta ADS stream, or a method atriumd
+ * does not have) to atriumd's xDS port. */
+static ads_stream *ads_open_method(bool delta, const char *method_name)
 {
     size_t slot = 0;
     while (slot < MAX_STREAMS && open_streams[slot] != NULL)
@@ -487,7 +490,7 @@ static ads_stream *ads_open(bool delta)
     stream->channel = grpc_channel_create(target, credentials, &args);
     grpc_channel_credentials_release(credentials);
     stream->queue = grpc_completion_queue_create_for_next(NULL);
-    grpc_slice method = grpc_slice_from_static_string(delta ? DELTA_METHOD : SOTW_METHOD);
+    grpc_slice method = grpc_slice_from_static_string(method_name);
     stream->call =
         grpc_channel_create_call(stream->channel, NULL, GRPC_PROPAGATE_DEFAULTS, stream->queue,
                                  method, NULL, deadline_in(CALL_DEADLINE_MS), NULL);
@@ -506,6 +509,32 @@ static ads_stream *ads_open(bool delta)
     ops[0].data.recv_status_on_client.status_details = &stream->status_details;
     start_batch(stream, ops, 1, TAG_STATUS);
     return stream;
+}
+
+/* Opens an ADS stream (SotW or delta) to atriumd's xDS port. */
+static ads_stream *ads_open(bool delta)
+{
+    return ads_open_method(delta, delta ? DELTA_METHOD : SOTW_METHOD);
+}
+
+/* Waits up to timeout_ms for the server to end the call; its status, or -1
+ * when it did not end in time. */
+static int ads_wait_status(ads_stream *stream, int timeout_ms)
+{
+    gpr_timespec deadline = deadline_in(timeout_ms);
+    while (!stream->ended && pump(stream, deadline))
+        ;
+    return stream->ended ? (int)stream->status : -1;
+}
+
+/* The status details of an ended call, as a new string (free it). */
+static char *ads_status_text(const ads_stream *stream)
+{
+    char *text = grpc_slice_to_c_string(stream->status_details);
+    char *copy = strdup(text ? text : "");
+    gpr_free(text);
+    assert_non_null(copy);
+    return copy;
 }
 
 /* Ends the stream: half-close, wait for the server's status (cancel when it
@@ -561,12 +590,26 @@ static int ads_close(ads_stream *stream)
     return result;
 }
 
+static void ads_send_slice(ads_stream *stream, grpc_slice slice);
+
 /* Sends one request (packed protobuf-c message) and waits until it is written. */
 static void ads_send(ads_stream *stream, const ProtobufCMessage *message)
 {
     size_t length = protobuf_c_message_get_packed_size(message);
     grpc_slice slice = grpc_slice_malloc(length);
     protobuf_c_message_pack(message, GRPC_SLICE_START_PTR(slice));
+    ads_send_slice(stream, slice);
+}
+
+/* Sends bytes as one message, whatever they are. */
+static void ads_send_raw(ads_stream *stream, const void *bytes, size_t length)
+{
+    ads_send_slice(stream, grpc_slice_from_copied_buffer(bytes, length));
+}
+
+/* Sends slice (taken) as one message and waits until it is written. */
+static void ads_send_slice(ads_stream *stream, grpc_slice slice)
+{
     grpc_byte_buffer *buffer = grpc_raw_byte_buffer_create(&slice, 1);
     grpc_slice_unref(slice);
     grpc_op op;
@@ -672,15 +715,17 @@ static sotw_response_t *sotw_expect_at(int line, ads_stream *stream)
     return response;
 }
 
-#define SOTW_EXPECT_NONE(stream) sotw_expect_none_at(__LINE__, stream)
+/* Nothing arrives after a request (QUIET_MS), or after a change (QUIET_CHANGE_MS). */
+#define SOTW_EXPECT_NONE(stream)              sotw_expect_none_at(__LINE__, stream, QUIET_MS)
+#define SOTW_EXPECT_NONE_AFTER_CHANGE(stream) sotw_expect_none_at(__LINE__, stream, QUIET_CHANGE_MS)
 
-static void sotw_expect_none_at(int line, ads_stream *stream)
+static void sotw_expect_none_at(int line, ads_stream *stream, int quiet_ms)
 {
-    sotw_response_t *response = sotw_poll(stream, QUIET_MS);
+    sotw_response_t *response = sotw_poll(stream, quiet_ms);
     if (response != NULL) {
         print_error("line %d: expected no response within %d ms, got %s version %s nonce %s "
                     "with %zu resources\n",
-                    line, QUIET_MS, response->type_url, response->version_info, response->nonce,
+                    line, quiet_ms, response->type_url, response->version_info, response->nonce,
                     response->n_resources);
         fail();
     }
@@ -881,18 +926,21 @@ static delta_response_t *delta_expect_at(int line, ads_stream *stream)
 static void delta_resource_names(const delta_response_t *response, char *out, size_t size);
 static void delta_removed_names(const delta_response_t *response, char *out, size_t size);
 
-#define DELTA_EXPECT_NONE(stream) delta_expect_none_at(__LINE__, stream)
+/* Nothing arrives after a request (QUIET_MS), or after a change (QUIET_CHANGE_MS). */
+#define DELTA_EXPECT_NONE(stream) delta_expect_none_at(__LINE__, stream, QUIET_MS)
+#define DELTA_EXPECT_NONE_AFTER_CHANGE(stream)                                                     \
+    delta_expect_none_at(__LINE__, stream, QUIET_CHANGE_MS)
 
-static void delta_expect_none_at(int line, ads_stream *stream)
+static void delta_expect_none_at(int line, ads_stream *stream, int quiet_ms)
 {
-    delta_response_t *response = delta_poll(stream, QUIET_MS);
+    delta_response_t *response = delta_poll(stream, quiet_ms);
     if (response != NULL) {
         char resources[LIST_SIZE], removed[LIST_SIZE];
         delta_resource_names(response, resources, sizeof(resources));
         delta_removed_names(response, removed, sizeof(removed));
         print_error("line %d: expected no response within %d ms, got %s resources [%s] "
                     "removed [%s]\n",
-                    line, QUIET_MS, response->type_url, resources, removed);
+                    line, quiet_ms, response->type_url, resources, removed);
         fail();
     }
 }
@@ -1006,7 +1054,8 @@ static void delta_collect(ads_stream *stream, delta_log *log)
 {
     int64_t limit = clock_monotonic_ms() + COLLECT_LIMIT_MS;
     delta_response_t *response;
-    while ((response = delta_poll(stream, QUIET_MS)) != NULL) {
+    /* Collecting follows a change: until quiet for as long as one takes. */
+    while ((response = delta_poll(stream, QUIET_CHANGE_MS)) != NULL) {
         if (log->count == sizeof(log->responses) / sizeof(log->responses[0]))
             fail_msg("more than %zu responses", log->count);
         log->responses[log->count++] = response;
@@ -1107,7 +1156,7 @@ static void expect_proxy_status_at(int line, const char *node_id, const char *ty
         }
         if (clock_monotonic_ms() > limit)
             break;
-        atriumd_fixture_sleep_ms(100);
+        atriumd_fixture_sleep_ms(STATUS_POLL_MS);
     }
     print_error("line %d: GET /v1/proxies did not show node %s %s with acked_version %s, "
                 "nacked_version %s, nack_message %s within %d ms; last: %s\n",
@@ -1218,7 +1267,6 @@ static void test_sotw_cds_wildcard_and_ack(void **state)
     put_split_service("alpha", 1);
     put_service("beta", "{}");
     put_endpoint("beta", "b1", "10.1.1.1", 9000);
-    settle();
     names *expected = &scratch[0];
     service_names(expected, NAMES("alpha|version=v1", "alpha|version=v2"));
     char want[LIST_SIZE], got[LIST_SIZE];
@@ -1253,7 +1301,6 @@ static void test_sotw_nack(void **state)
     (void)state;
     put_service("nacked", "{}");
     put_endpoint("nacked", "n1", "10.2.0.1", 80);
-    settle();
 
     ads_stream *stream = ads_open(false);
     node_t node = plain_node("sotw-nack");
@@ -1299,7 +1346,6 @@ static void test_sotw_stale_nonce(void **state)
     put_endpoint("stale-a", "e1", "10.3.0.1", 80);
     put_service("stale-b", "{}");
     put_endpoint("stale-b", "e1", "10.3.0.2", 80);
-    settle();
 
     ads_stream *stream = ads_open(false);
     node_t node = plain_node("sotw-stale");
@@ -1358,8 +1404,11 @@ static void test_sotw_root_secret(void **state)
     assert_non_null(
         strstr(secret->validation_context->crl->inline_string, "-----BEGIN X509 CRL-----"));
     sotw_ack(stream, response, NAMES("ROOTCA"));
-    atriumd_fixture_sleep_ms(1500); /* the secret is refreshed once a second */
-    SOTW_EXPECT_NONE(stream);
+    /* The secret is refreshed once a second, just before the stream status
+     * is flushed: once the ACK shows in /v1/proxies, a refresh ran after it,
+     * and what it would push comes within a change's quiet window. */
+    EXPECT_PROXY_STATUS("sotw-secret", SDS, response->version_info, NULL, NULL);
+    SOTW_EXPECT_NONE_AFTER_CHANGE(stream);
     assert_int_equal(ads_close(stream), GRPC_STATUS_OK);
 }
 
@@ -1373,7 +1422,6 @@ static void test_sotw_by_name(void **state)
     put_endpoint("by-b", "e1", "10.4.0.2", 8002);
     put_service("by-c", "{}");
     put_endpoint("by-c", "e1", "10.4.0.3", 8003);
-    settle();
 
     ads_stream *stream = ads_open(false);
     node_t node = plain_node("sotw-by-name");
@@ -1413,7 +1461,7 @@ static void test_sotw_by_name(void **state)
     /* A change to endpoints nobody asked for is not sent; a change to by-b is,
      * with by-b only. */
     put_endpoint("by-c", "e2", "10.4.0.4", 8003);
-    SOTW_EXPECT_NONE(stream);
+    SOTW_EXPECT_NONE_AFTER_CHANGE(stream);
     put_endpoint("by-b", "e2", "10.4.0.5", 8002);
     sotw_response_t *update = SOTW_EXPECT(stream);
     assert_string_equal(update->type_url, EDS);
@@ -1428,6 +1476,135 @@ static void test_sotw_by_name(void **state)
     assert_int_equal(ads_close(stream), GRPC_STATUS_OK);
 }
 
+/* ---- requests out of bounds (issue 12, defects 3 and 13) --------------------------- */
+
+#define NODE_TEXT_MAX    256  /* atriumd's limit on node ids */
+#define NACK_MESSAGE_MAX 4096 /* atriumd keeps this much of error_detail.message */
+#define TRUNCATED        "\xe2\x80\xa6[truncated]"
+
+/* A node id of 1 MiB, or with a control byte, ends the stream with
+ * INVALID_ARGUMENT before anything of it is stored. */
+static void test_absurd_node_id_is_refused(void **state)
+{
+    (void)state;
+    size_t size = 1024 * 1024;
+    char *huge = malloc(size + 1);
+    assert_non_null(huge);
+    memset(huge, 'n', size);
+    huge[size] = '\0';
+    ads_stream *stream = ads_open(false);
+    node_t node = plain_node(huge);
+    sotw_send(stream, &node, CDS, NULL, 0, NULL, NULL, NULL);
+    free(huge);
+    int status = ads_wait_status(stream, RESPONSE_MS);
+    char *details = ads_status_text(stream);
+    ads_close(stream);
+    if (status != GRPC_STATUS_INVALID_ARGUMENT)
+        fail_msg("a 1 MiB node id: status %d (%s), expected INVALID_ARGUMENT", status, details);
+    assert_non_null(strstr(details, "node.id"));
+    free(details);
+
+    stream = ads_open(true);
+    node = plain_node("bad\x01node");
+    delta_send(stream, &(delta_args){.node = &node, .type_url = CDS});
+    assert_int_equal(ads_wait_status(stream, RESPONSE_MS), GRPC_STATUS_INVALID_ARGUMENT);
+    ads_close(stream);
+
+    /* Nothing of them was stored: once a later node's status is flushed,
+     * the proxies are only well-formed ones. */
+    stream = ads_open(false);
+    node = plain_node("after-refusals");
+    sotw_send(stream, &node, CDS, NULL, 0, NULL, NULL, NULL);
+    sotw_response_t *response = SOTW_EXPECT(stream);
+    sotw_ack(stream, response, NULL, 0);
+    EXPECT_PROXY_STATUS("after-refusals", CDS, response->version_info, NULL, NULL);
+    rest_response *reply = request("GET", "/v1/proxies", NULL);
+    assert_int_equal(reply->status, 200);
+    assert_true(reply->length < 64 * 1024);
+    json_t *proxies = json_object_get(reply->json, "proxies");
+    for (size_t i = 0; i < json_array_size(proxies); i++) {
+        const char *id = json_string_value(json_object_get(json_array_get(proxies, i), "node_id"));
+        assert_non_null(id);
+        assert_true(strlen(id) <= NODE_TEXT_MAX);
+        assert_null(strstr(id, "bad"));
+    }
+    done(reply);
+    assert_int_equal(ads_close(stream), GRPC_STATUS_OK);
+}
+
+/* A NACK's error_detail.message is kept to 4 KiB, marked as cut, and as
+ * valid UTF-8 (a byte that is not becomes '?'). */
+static void test_long_nack_message_is_truncated(void **state)
+{
+    (void)state;
+    ads_stream *stream = ads_open(false);
+    node_t node = plain_node("sotw-long-nack");
+    sotw_send(stream, &node, CDS, NULL, 0, NULL, NULL, NULL);
+    sotw_response_t *first = SOTW_EXPECT(stream);
+    size_t size = 10 * 1024;
+    char *message = malloc(size + 1);
+    assert_non_null(message);
+    memset(message, 'y', size);
+    message[0] = '\xff';
+    message[size] = '\0';
+    sotw_send(stream, NULL, CDS, NULL, 0, "", first->nonce, message);
+    free(message);
+
+    int64_t limit = clock_monotonic_ms() + STATUS_WAIT_MS;
+    json_t *status = NULL;
+    const char *stored = NULL;
+    while (stored == NULL) {
+        json_decref(status);
+        status = proxy_type_status("sotw-long-nack", CDS);
+        stored = json_string_value(json_object_get(status, "nack_message"));
+        if (stored == NULL && clock_monotonic_ms() > limit)
+            fail_msg("no nack_message for sotw-long-nack within %d ms", STATUS_WAIT_MS);
+        if (stored == NULL)
+            atriumd_fixture_sleep_ms(STATUS_POLL_MS);
+    }
+    size_t length = strlen(stored);
+    if (length > NACK_MESSAGE_MAX + strlen(TRUNCATED))
+        fail_msg("the NACK message was stored with %zu bytes", length);
+    assert_true(length >= NACK_MESSAGE_MAX - 4);
+    assert_string_equal(stored + length - strlen(TRUNCATED), TRUNCATED);
+    assert_true(stored[0] == '?' && stored[1] == 'y');
+    json_decref(status);
+    assert_int_equal(ads_close(stream), GRPC_STATUS_OK);
+}
+
+/* A request that is not a DiscoveryRequest ends the stream with
+ * INVALID_ARGUMENT (it used to be ignored silently). */
+static void test_undecodable_request_is_refused(void **state)
+{
+    (void)state;
+    static const unsigned char garbage[] = {0x0a, 0x7f, 0x01}; /* field 1, 127 bytes: 1 follows */
+    for (int delta = 0; delta <= 1; delta++) {
+        ads_stream *stream = ads_open(delta);
+        ads_send_raw(stream, garbage, sizeof(garbage));
+        int status = ads_wait_status(stream, RESPONSE_MS);
+        ads_close(stream);
+        if (status != GRPC_STATUS_INVALID_ARGUMENT)
+            fail_msg("%s: an undecodable request got status %d, expected INVALID_ARGUMENT",
+                     delta ? "delta" : "SotW", status);
+    }
+}
+
+/* A method atriumd does not have is answered UNIMPLEMENTED at once (it used
+ * to be left unanswered until the client's deadline). */
+static void test_unknown_method_is_unimplemented(void **state)
+{
+    (void)state;
+    ads_stream *stream = ads_open_method(
+        false, "/envoy.service.discovery.v3.AggregatedDiscoveryService/NoSuchMethod");
+    int status = ads_wait_status(stream, RESPONSE_MS);
+    ads_close(stream);
+    assert_int_equal(status, GRPC_STATUS_UNIMPLEMENTED);
+    stream = ads_open_method(true, "/no.such.Service/Method");
+    status = ads_wait_status(stream, RESPONSE_MS);
+    ads_close(stream);
+    assert_int_equal(status, GRPC_STATUS_UNIMPLEMENTED);
+}
+
 /* ---- delta ------------------------------------------------------------------------ */
 
 /* (5) Wildcard CDS: every cluster as Resource{name, version, resource}; "*"
@@ -1438,7 +1615,6 @@ static void test_delta_wildcard_clusters(void **state)
     put_split_service("d-one", 5);
     put_service("d-two", "{}");
     put_endpoint("d-two", "e1", "10.5.1.1", 80);
-    settle();
     names *expected = &scratch[0];
     service_names(expected, NAMES("d-one|version=v1", "d-one|version=v2"));
     char want[LIST_SIZE], got[LIST_SIZE];
@@ -1484,7 +1660,6 @@ static void test_delta_eds_only_what_changed(void **state)
     put_endpoint("e-one", "a", "10.6.0.1", 80);
     put_service("e-two", "{}");
     put_endpoint("e-two", "a", "10.6.0.2", 80);
-    settle();
 
     ads_stream *stream = ads_open(true);
     node_t node = plain_node("delta-eds");
@@ -1525,7 +1700,6 @@ static void test_delta_unsubscribe(void **state)
     put_endpoint("u-one", "a", "10.7.0.1", 80);
     put_service("u-two", "{}");
     put_endpoint("u-two", "a", "10.7.0.2", 80);
-    settle();
 
     ads_stream *stream = ads_open(true);
     node_t node = plain_node("delta-unsubscribe");
@@ -1542,7 +1716,7 @@ static void test_delta_unsubscribe(void **state)
                &(delta_args){.type_url = EDS, .unsubscribe = NAMES("u-one", "never-subscribed")});
     DELTA_EXPECT_NONE(stream);
     put_endpoint("u-one", "a", "10.7.0.1", 81);
-    DELTA_EXPECT_NONE(stream);
+    DELTA_EXPECT_NONE_AFTER_CHANGE(stream);
 
     put_endpoint("u-two", "a", "10.7.0.2", 81);
     delta_response_t *update = DELTA_EXPECT(stream);
@@ -1575,7 +1749,6 @@ static void test_delta_resubscribe_is_answered(void **state)
     (void)state;
     put_service("re-one", "{}");
     put_endpoint("re-one", "a", "10.12.0.1", 80);
-    settle();
 
     ads_stream *stream = ads_open(true);
     node_t node = plain_node("delta-resubscribe");
@@ -1608,7 +1781,6 @@ static void test_delta_removals(void **state)
 {
     (void)state;
     put_split_service("r-gone", 8);
-    settle();
 
     ads_stream *stream = ads_open(true);
     node_t node = plain_node("delta-removals");
@@ -1684,7 +1856,6 @@ static void test_delta_reconnect(void **state)
     put_service("k-same", "{}");
     put_service("k-change", "{}");
     put_service("k-gone", "{}");
-    settle();
 
     ads_stream *stream = ads_open(true);
     node_t node = plain_node("delta-reconnect");
@@ -1706,7 +1877,6 @@ static void test_delta_reconnect(void **state)
     put_service("k-change", "{\"connect_timeout_ms\": 3000}");
     DELETE("/v1/services/k-gone");
     put_service("k-new", "{}");
-    settle();
 
     stream = ads_open(true);
     delta_send(stream, &(delta_args){.node = &node,
@@ -1740,7 +1910,6 @@ static void test_delta_debounce(void **state)
 {
     (void)state;
     put_service("burst", "{}");
-    settle();
 
     ads_stream *stream = ads_open(true);
     node_t node = plain_node("delta-burst");
@@ -1783,7 +1952,6 @@ static void test_delta_proxy_order(void **state)
     (void)state;
     put_service("front", "{\"dependencies\": [\"ord-new\"]}");
     put_endpoint("front", "a", "10.11.0.1", 8080);
-    settle();
 
     /* Metadata as atrium-proxy sends it: strings or numbers. */
     static const char *const keys[] = {"atrium.service", "atrium.namespace", "atrium.app_port",
@@ -1915,6 +2083,10 @@ int main(void)
         cmocka_unit_test_teardown(test_sotw_stale_nonce, test_teardown),
         cmocka_unit_test_teardown(test_sotw_by_name, test_teardown),
         cmocka_unit_test_teardown(test_sotw_root_secret, test_teardown),
+        cmocka_unit_test_teardown(test_absurd_node_id_is_refused, test_teardown),
+        cmocka_unit_test_teardown(test_long_nack_message_is_truncated, test_teardown),
+        cmocka_unit_test_teardown(test_undecodable_request_is_refused, test_teardown),
+        cmocka_unit_test_teardown(test_unknown_method_is_unimplemented, test_teardown),
     };
     const struct CMUnitTest delta[] = {
         cmocka_unit_test_teardown(test_delta_wildcard_clusters, test_teardown),

@@ -105,6 +105,11 @@ static void check_head(transcript *out, const http_head *head, size_t raw_bytes)
     record_text(out, head->method);
     record_text(out, head->target);
     record_text(out, head->host);
+    record_text(out, head->path);
+    /* The origin form to forward is part of the target. */
+    CHECK(head->path.length == 0 || text_within(head->path, head->target));
+    CHECK(head->host_from_target ==
+          (head->host.length > 0 && text_within(head->host, head->target)));
     for (size_t i = 0; i < head->header_count; i++) {
         const http_header *header = &head->headers[i];
         CHECK(header->name.length > 0);
@@ -574,6 +579,8 @@ static transcript run_split(const char *input, size_t length, size_t split, uint
     free(state.body.bytes);
     return state.out;
 }
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size); /* libFuzzer's entry */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -148,8 +149,8 @@ static bool valid_port(int port)
 }
 
 /* Forks and execs atriumd with stderr to log_fd; 0 or -1 (with a message). */
-static int spawn(atriumd_fixture *fixture, const char *atriumd_path, int log_fd, char *error,
-                 size_t error_size)
+static int spawn(atriumd_fixture *fixture, const char *atriumd_path, int log_fd,
+                 unsigned long nofile, char *error, size_t error_size)
 {
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -165,6 +166,9 @@ static int spawn(atriumd_fixture *fixture, const char *atriumd_path, int log_fd,
         int null_fd = open("/dev/null", O_RDWR);
         if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(null_fd, STDOUT_FILENO) < 0 ||
             dup2(log_fd, STDERR_FILENO) < 0)
+            _exit(127);
+        struct rlimit limit = {nofile, nofile};
+        if (nofile != 0 && setrlimit(RLIMIT_NOFILE, &limit) != 0)
             _exit(127);
         execl(atriumd_path, "atriumd", "--data-dir", fixture->data_dir, "--rest-addr",
               "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--tls-addr", "127.0.0.1:0",
@@ -234,6 +238,12 @@ static int read_token(atriumd_fixture *fixture, char *error, size_t error_size)
 int atriumd_fixture_start(atriumd_fixture *out, const char *atriumd_path, const char *name,
                           char *error, size_t error_size)
 {
+    return atriumd_fixture_start_nofile(out, atriumd_path, name, 0, error, error_size);
+}
+
+int atriumd_fixture_start_nofile(atriumd_fixture *out, const char *atriumd_path, const char *name,
+                                 unsigned long nofile, char *error, size_t error_size)
+{
     memset(out, 0, sizeof(*out));
     snprintf(out->data_dir, sizeof(out->data_dir), "/tmp/atrium-%s-XXXXXX", name);
     if (mkdtemp(out->data_dir) == NULL) {
@@ -248,7 +258,7 @@ int atriumd_fixture_start(atriumd_fixture *out, const char *atriumd_path, const 
         remove_data_dir(out);
         return -1;
     }
-    int spawned = spawn(out, atriumd_path, log_fd, error, error_size);
+    int spawned = spawn(out, atriumd_path, log_fd, nofile, error, error_size);
     close(log_fd);
     if (spawned != 0 || wait_until_ready(out, error, error_size) != 0 ||
         read_token(out, error, error_size) != 0) {

@@ -42,6 +42,12 @@ typedef struct atriumd_fixture {
 int atriumd_fixture_start(atriumd_fixture *out, const char *atriumd_path, const char *name,
                           char *error, size_t error_size);
 
+/* atriumd_fixture_start() with RLIMIT_NOFILE set to nofile (soft and hard)
+ * in the child before it execs atriumd, so atriumd cannot raise it: for tests
+ * of running out of file descriptors. nofile 0 is atriumd_fixture_start(). */
+int atriumd_fixture_start_nofile(atriumd_fixture *out, const char *atriumd_path, const char *name,
+                                 unsigned long nofile, char *error, size_t error_size);
+
 /* Stops atriumd: SIGTERM, then waits (bounded), and SIGKILL when it does not
  * exit in time. When it did not exit with status 0, says why on stderr and
  * prints its log. Then removes the data directory and zeroes *fixture. Returns
