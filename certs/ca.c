@@ -519,11 +519,14 @@ static int commit_staged(const char *directory, const staging *staged, char *err
         discard_staged(directory);
         return -1;
     }
-    journal[0] = '\0';
+    size_t used = 0;
     for (size_t i = 0; i < staged->count; i++) {
-        strcat(journal, staged->names[i]);
-        strcat(journal, "\n");
+        size_t length = strlen(staged->names[i]);
+        memcpy(journal + used, staged->names[i], length);
+        used += length;
+        journal[used++] = '\n';
     }
+    journal[used] = '\0';
     char *staged_path = path_join(directory, FILE_JOURNAL, STAGED_SUFFIX);
     char *journal_path = path_join(directory, FILE_JOURNAL, "");
     int result = -1;

@@ -732,6 +732,18 @@ static void upstream_destroy(upstream *server)
     free(server);
 }
 
+/* Closes every idle connection in entry's pool. The next one is read before
+ * its predecessor is destroyed: no pointer into a freed connection is used. */
+static void pool_close_idle(pool_entry *entry)
+{
+    upstream *server = entry->idle;
+    while (server != NULL) {
+        upstream *next = server->idle_next;
+        upstream_destroy(server);
+        server = next;
+    }
+}
+
 /* Ends the upstream's part in a request: back to the pool when keep is true
  * and the pool has room, otherwise closed. */
 static void upstream_release(upstream *server, bool keep)
@@ -840,8 +852,7 @@ static int retry_on_new_connection(downstream *client)
     upstream_release(client->server, false);
     client->server = NULL;
     /* Other pooled connections to the same endpoint may be stale too. */
-    while (entry->idle != NULL)
-        upstream_destroy(entry->idle);
+    pool_close_idle(entry);
     upstream *server = upstream_acquire(client->owner, client->endpoint,
                                         client->cluster->connect_timeout_ms, &reused);
     if (server == NULL)
@@ -1871,6 +1882,12 @@ static int listener_address(const proxy_listener *wanted, struct sockaddr_storag
 
 /* Whether this process holds a listening socket on the listener's address
  * (worker 0 opened it for an earlier snapshot). */
+/* Whether this process has the address already: worker 0 holds a socket on
+ * it, or the snapshot in force has a listener there (applied, so worker 0
+ * opens it on its next turn, or has bound it and not yet linked it: binding
+ * again here would find it "in use" by ourselves). A listener of the
+ * snapshot in force that worker 0 could not open is reported by
+ * listener_failure, not here. */
 static bool holds_address(data_path *path, const proxy_listener *wanted)
 {
     bool held = false;
@@ -1879,6 +1896,11 @@ static bool holds_address(data_path *path, const proxy_listener *wanted)
     for (listener_socket *entry = owner->sockets; entry != NULL && !held; entry = entry->next)
         held = entry->port == wanted->port && strcmp(entry->address, wanted->address) == 0;
     pthread_mutex_unlock(&path->listeners_lock);
+    proxy_config *current = held ? NULL : data_path_current(path);
+    for (size_t i = 0; current != NULL && i < current->listener_count && !held; i++)
+        held = current->listeners[i].port == wanted->port &&
+               strcmp(current->listeners[i].address, wanted->address) == 0;
+    proxy_config_release(current);
     return held;
 }
 
@@ -2079,8 +2101,7 @@ static void worker_clear(worker *self)
     for (size_t i = 0; i < POOL_BUCKETS; i++) {
         while (self->pool[i] != NULL) {
             pool_entry *next = self->pool[i]->next;
-            while (self->pool[i]->idle != NULL)
-                upstream_destroy(self->pool[i]->idle);
+            pool_close_idle(self->pool[i]);
             free(self->pool[i]);
             self->pool[i] = next;
         }

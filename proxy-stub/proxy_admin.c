@@ -720,13 +720,15 @@ static void *serve_loop(void *context)
 /* The port socket is bound to. */
 static uint16_t bound_port(evutil_socket_t socket)
 {
-    struct sockaddr_storage address;
+    struct sockaddr_storage address = {0};
     ev_socklen_t length = sizeof(address);
     if (getsockname(socket, (struct sockaddr *)&address, &length) != 0)
         return 0;
     if (address.ss_family == AF_INET6)
         return ntohs(((struct sockaddr_in6 *)&address)->sin6_port);
-    return ntohs(((struct sockaddr_in *)&address)->sin_port);
+    if (address.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&address)->sin_port);
+    return 0;
 }
 
 static void resume_accepting(evutil_socket_t fd, short events, void *context)

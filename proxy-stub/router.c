@@ -19,7 +19,10 @@ static bool header_matches(const proxy_header_match *match, const http_head *hea
     }
     bool matched = false;
     if (value != NULL) {
-        size_t length = match->value != NULL ? strlen(match->value) : 0;
+        /* value is NULL only for PRESENT, which compares nothing: "" keeps
+         * the comparisons' pointers valid whatever the kind. */
+        const char *expected = match->value != NULL ? match->value : "";
+        size_t length = strlen(expected);
         int (*compare)(const char *, const char *, size_t) =
             match->ignore_case ? strncasecmp : strncmp;
         switch (match->kind) {
@@ -27,18 +30,18 @@ static bool header_matches(const proxy_header_match *match, const http_head *hea
             matched = true;
             break;
         case PROXY_HEADER_EXACT:
-            matched = value->length == length && compare(value->data, match->value, length) == 0;
+            matched = value->length == length && compare(value->data, expected, length) == 0;
             break;
         case PROXY_HEADER_PREFIX:
-            matched = value->length >= length && compare(value->data, match->value, length) == 0;
+            matched = value->length >= length && compare(value->data, expected, length) == 0;
             break;
         case PROXY_HEADER_SUFFIX:
             matched = value->length >= length &&
-                      compare(value->data + value->length - length, match->value, length) == 0;
+                      compare(value->data + value->length - length, expected, length) == 0;
             break;
         case PROXY_HEADER_CONTAINS:
             for (size_t at = 0; !matched && at + length <= value->length; at++)
-                matched = compare(value->data + at, match->value, length) == 0;
+                matched = compare(value->data + at, expected, length) == 0;
             break;
         }
     }

@@ -1384,13 +1384,16 @@ xds_client *xds_client_start(const xds_client_options *options, xds_client_apply
         error_text(error, error_size, "out of memory");
         goto failed;
     }
-    if (options->state_dir != NULL && options->state_dir[0] != '\0') {
-        size_t length = strlen(options->state_dir) + sizeof("/" STATE_FILE_NAME);
+    /* NULL when no state is kept: then state_path stays NULL too. */
+    const char *state_dir =
+        options->state_dir != NULL && options->state_dir[0] != '\0' ? options->state_dir : NULL;
+    if (state_dir != NULL) {
+        size_t length = strlen(state_dir) + sizeof("/" STATE_FILE_NAME);
         if ((client->state_path = malloc(length)) == NULL) {
             error_text(error, error_size, "out of memory");
             goto failed;
         }
-        snprintf(client->state_path, length, "%s/%s", options->state_dir, STATE_FILE_NAME);
+        snprintf(client->state_path, length, "%s/%s", state_dir, STATE_FILE_NAME);
     }
     grpc_init();
     client->grpc_initialized = true;
@@ -1407,9 +1410,8 @@ xds_client *xds_client_start(const xds_client_options *options, xds_client_apply
         error_text(error, error_size, "cannot create the gRPC completion queue or wake channel");
         goto failed;
     }
-    if (client->state_path != NULL &&
-        (ensure_directory(options->state_dir, error, error_size) != 0 ||
-         load_saved_state(client, error, error_size) != 0))
+    if (state_dir != NULL && (ensure_directory(state_dir, error, error_size) != 0 ||
+                              load_saved_state(client, error, error_size) != 0))
         goto failed;
     client->reconnect_at_ms = clock_monotonic_ms(); /* connect at once */
     int failure = pthread_create(&client->thread, NULL, run, client);

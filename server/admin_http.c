@@ -387,14 +387,14 @@ static void report_connections(admin_http *server)
 
 static void connection_unlink(admin_http *server, connection *item)
 {
-    if (item->prev)
-        item->prev->next = item->next;
-    else
+    if (item == server->oldest)
         server->oldest = item->next;
-    if (item->next)
-        item->next->prev = item->prev;
     else
+        item->prev->next = item->next;
+    if (item == server->newest)
         server->newest = item->prev;
+    else
+        item->next->prev = item->prev;
     server->open_count--;
     if (!item->authenticated)
         server->unauthenticated_count--;
@@ -662,8 +662,14 @@ int admin_http_start(const admin_http_options *options, store *db, admin_http **
     listening_add(server);
     evconnlistener_set_error_cb(server->listener, accept_failed);
     struct sockaddr_storage bound;
+    memset(&bound, 0, sizeof(bound));
     ev_socklen_t length = sizeof(bound);
-    getsockname(evhttp_bound_socket_get_fd(socket), (struct sockaddr *)&bound, &length);
+    if (getsockname(evhttp_bound_socket_get_fd(socket), (struct sockaddr *)&bound, &length) != 0) {
+        snprintf(error, error_size, "cannot read the address of %s: %s", address,
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        admin_http_stop(server);
+        return -1;
+    }
     *bound_port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                     : ((struct sockaddr_in *)&bound)->sin_port);
     if (pthread_create(&server->thread, NULL, serve, server) != 0) {

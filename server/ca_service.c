@@ -11,6 +11,7 @@
 #include "join_tokens.h"
 #include "log.h"
 #include "spiffe.h"
+#include "tsan_handoff.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -249,6 +250,7 @@ static void request_call(ca_service *service)
     pending->accept_tag = (tag){TAG_ACCEPT, pending};
     pending->done_tag = (tag){TAG_DONE, pending};
     grpc_metadata_array_init(&pending->metadata);
+    HANDOFF_RELEASE(&pending->accept_tag); /* taken by whichever signing thread gets the call */
     if (grpc_server_request_registered_call(service->grpc, service->method, &pending->call,
                                             &pending->deadline, &pending->metadata,
                                             &pending->request, service->queue, service->queue,
@@ -325,7 +327,9 @@ static void answer(ca_service *service, unary_call *pending)
     ops[count++].data.send_status_from_server.status_details = &pending->details;
     ops[count].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[count++].data.recv_close_on_server.cancelled = &pending->cancelled;
-    if (grpc_call_start_batch(pending->call, ops, count, &pending->done_tag, NULL) != GRPC_CALL_OK)
+    grpc_call *call = pending->call; /* after the release, pending is another thread's */
+    HANDOFF_RELEASE(&pending->done_tag);
+    if (grpc_call_start_batch(call, ops, count, &pending->done_tag, NULL) != GRPC_CALL_OK)
         free_call(pending);
 }
 
@@ -337,6 +341,7 @@ static void *serve(void *context)
             grpc_completion_queue_next(service->queue, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (event.type == GRPC_QUEUE_SHUTDOWN)
             break;
+        HANDOFF_ACQUIRE(event.tag);
         tag *done = event.tag;
         unary_call *pending = done->call;
         if (done->kind == TAG_DONE) {

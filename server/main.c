@@ -258,6 +258,9 @@ int main(int argc, char **argv)
                                        .trust = trust_bundle,
                                        .tls_address = options.tls_addr,
                                        .trust_domain = options.trust_domain,
+                                       .slow_consumer_ms = options.xds_slow_consumer_ms,
+                                       .proxy_retention_ms = options.proxy_retention_ms,
+                                       .max_proxy_rows = options.max_proxy_rows,
                                        .attach = attach_authority};
     /* Streams do not survive a restart: whatever the table says, nobody is connected. */
     store_error mark_error;

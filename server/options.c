@@ -38,6 +38,12 @@ static const settings_entry settings[] = {
     TEXT_SETTING("ca-issuer-key", SETTINGS_TEXT, ca_issuer_key),
     MILLISECONDS_SETTING("xds-debounce-ms", xds_debounce_ms),
     MILLISECONDS_SETTING("xds-push-interval-ms", xds_push_interval_ms),
+    {"xds-slow-consumer-ms", SETTINGS_INTEGER, offsetof(atriumd_options, xds_slow_consumer_ms),
+     sizeof(int), 1000, 3600000, "milliseconds", NULL, NULL},
+    {"proxy-retention-ms", SETTINGS_INTEGER, offsetof(atriumd_options, proxy_retention_ms),
+     sizeof(int), 1000, 2000000000, "milliseconds", NULL, NULL},
+    {"max-proxy-rows", SETTINGS_INTEGER, offsetof(atriumd_options, max_proxy_rows), sizeof(int), 1,
+     1000000, NULL, NULL, NULL},
     {"max-database-mb", SETTINGS_INTEGER, offsetof(atriumd_options, max_database_mb), sizeof(int),
      0, 1000000, "MiB", NULL, NULL},
 };
@@ -62,6 +68,11 @@ const char *atriumd_options_usage(void)
            "                         directory at the CA's first start (all four or none)\n"
            "  --xds-debounce-ms N    changes within N ms become one xDS push (default 100)\n"
            "  --xds-push-interval-ms N  at most one xDS push per N ms (default 100)\n"
+           "  --xds-slow-consumer-ms N  close an xDS stream that stays behind (not reading)\n"
+           "                         for N ms (default 30000)\n"
+           "  --proxy-retention-ms N forget a disconnected proxy's status after N ms\n"
+           "                         (default 3600000)\n"
+           "  --max-proxy-rows N     keep the status of at most N proxies (default 10000)\n"
            "  --max-database-mb N    refuse writes that would grow atrium.db past N MiB, as\n"
            "                         if the disk were full (default 0: no cap)\n"
            "  --help                 show this text\n";
@@ -79,6 +90,9 @@ int atriumd_options_parse(int argc, char **argv, atriumd_options *out, char *err
     snprintf(out->trust_domain, sizeof(out->trust_domain), "atrium.local");
     out->xds_debounce_ms = 100;
     out->xds_push_interval_ms = 100;
+    out->xds_slow_consumer_ms = 30000;
+    out->proxy_retention_ms = 3600000;
+    out->max_proxy_rows = 10000;
 
     return settings_parse(settings, sizeof(settings) / sizeof(settings[0]), argc, argv, out,
                           &out->show_help, error, error_size);

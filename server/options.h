@@ -18,6 +18,9 @@ typedef struct atriumd_options {
     bool synchronous_full;            /* --synchronous full */
     int xds_debounce_ms;              /* changes within this window are one push (100) */
     int xds_push_interval_ms;         /* at most one push per interval (100) */
+    int xds_slow_consumer_ms;         /* a stream behind this long is closed (30000) */
+    int proxy_retention_ms;           /* disconnected proxies forgotten after (3600000) */
+    int max_proxy_rows;               /* proxy status rows kept (10000) */
     int max_database_mb;              /* writes past it fail as disk full; 0: no cap */
     char log_level[16];               /* debug | info | warn | error */
     char trust_domain[256];           /* of SPIFFE IDs, default atrium.local */

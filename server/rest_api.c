@@ -327,7 +327,7 @@ static void replace_endpoints(store *db, const rest_call *call, rest_reply *repl
     if (parsed < count)
         goto failed;
     size_t first, second;
-    if (model_endpoints_find_duplicate(endpoints, count, &first, &second)) {
+    if (count > 1 && model_endpoints_find_duplicate(endpoints, count, &first, &second)) {
         snprintf(invalid.field, sizeof(invalid.field), "endpoints[%zu].id", second);
         snprintf(invalid.message, sizeof(invalid.message),
                  "duplicate id \"%s\" (also endpoints[%zu])", endpoints[second].id, first);

@@ -341,17 +341,31 @@ static char *arena_subset_name(arena *pool, const char *service, const model_lab
     return copy;
 }
 
+/* Appends name and a comma to text (used bytes of size, NUL-terminated). The
+ * retry condition names all fit; one that would not is left out. */
+static void retry_on_append(char *text, size_t size, size_t *used, const char *name)
+{
+    size_t length = strlen(name);
+    if (length + 1 >= size - *used)
+        return;
+    memcpy(text + *used, name, length);
+    *used += length;
+    text[(*used)++] = ',';
+    text[*used] = '\0';
+}
+
 /* retry_on for the service's protocol: gRPC clients understand gRPC status
  * names, HTTP proxies the HTTP conditions. */
 static char *retry_on(arena *pool, uint32_t conditions, model_protocol protocol)
 {
     char text[160] = "";
+    size_t length = 0;
     if (protocol == MODEL_PROTOCOL_GRPC) {
         if (conditions & MODEL_RETRY_ON_5XX)
-            strcat(text, "internal,");
+            retry_on_append(text, sizeof(text), &length, "internal");
         if (conditions & (MODEL_RETRY_ON_5XX | MODEL_RETRY_ON_GATEWAY_ERROR |
                           MODEL_RETRY_ON_CONNECT_FAILURE | MODEL_RETRY_ON_RESET))
-            strcat(text, "unavailable,");
+            retry_on_append(text, sizeof(text), &length, "unavailable");
     } else {
         static const struct {
             uint32_t bit;
@@ -362,13 +376,10 @@ static char *retry_on(arena *pool, uint32_t conditions, model_protocol protocol)
                      {MODEL_RETRY_ON_RESET, "reset"},
                      {MODEL_RETRY_ON_RETRIABLE_STATUS_CODES, "retriable-status-codes"}};
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-            if (conditions & names[i].bit) {
-                strcat(text, names[i].name);
-                strcat(text, ",");
-            }
+            if (conditions & names[i].bit)
+                retry_on_append(text, sizeof(text), &length, names[i].name);
         }
     }
-    size_t length = strlen(text);
     if (length > 0)
         text[length - 1] = '\0';
     return arena_text(pool, text);

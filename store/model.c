@@ -304,8 +304,11 @@ bool model_labels_from_json(const json_t *object, model_labels *out, const char 
     if (count > MODEL_LABELS_MAX)
         return fail(error, field, "at most %d labels (got %zu)", MODEL_LABELS_MAX, count);
     model_labels_clear(out);
-    out->items = count ? calloc(count, sizeof(*out->items)) : NULL;
-    if (count && out->items == NULL)
+    if (count == 0) /* no labels: nothing to copy, sort or check */
+        return true;
+    /* An empty set with room for count labels, filled below. */
+    *out = (model_labels){.items = calloc(count, sizeof(*out->items)), .count = 0};
+    if (out->items == NULL)
         return fail(error, field, "out of memory");
     const char *key;
     json_t *value;
@@ -912,8 +915,10 @@ bool model_routes_from_json(const json_t *document, model_routes *out, model_err
     size_t count = json_array_size(rules);
     if (count > MODEL_RULES_MAX)
         return fail(error, "rules", "at most %d rules (got %zu)", MODEL_RULES_MAX, count);
-    out->rules = count ? calloc(count, sizeof(model_route_rule)) : NULL;
-    if (count && out->rules == NULL)
+    if (count == 0) /* no rules: nothing to read or check */
+        return true;
+    out->rules = calloc(count, sizeof(model_route_rule));
+    if (out->rules == NULL)
         return fail(error, "rules", "out of memory");
     char field[64];
     for (size_t i = 0; i < count; i++) {

@@ -29,6 +29,7 @@ is started here and stopped by its Popen object, also on failure. Prints
 PASS/FAIL per check and the logs when one failed; exits 1 when any did.
 """
 
+import json
 import os
 import resource
 import socket
@@ -126,7 +127,25 @@ class Proxy:
             raise
         check(self.process.poll() is None, "%s exited with status %s (log %s)"
               % (self.node, self.process.returncode, self.log_path))
-        check(ok, "%s did not serve %s within %d s" % (self.node, host, timeout))
+        if not ok:
+            try:
+                with open(self.log_path, encoding="utf-8", errors="replace") as log:
+                    tail = "".join(log.readlines()[-15:])
+            except OSError as error:
+                tail = str(error)
+            last = None
+            try:
+                last = self.request(host)
+            except Exception as error:  # noqa: BLE001 - shown as it is
+                last = error
+            try:
+                clusters = self.admin("/clusters")[1]
+            except Exception as error:  # noqa: BLE001 - shown as it is
+                clusters = str(error)
+            check(False, "%s did not serve %s within %d s (last answer: %r); its log ends:\n%s"
+                  "\n/clusters:\n%s\natriumd's view:\n%s"
+                  % (self.node, host, timeout, last, tail, clusters[:3000],
+                     json.dumps(self.mesh.api("GET", "/v1/proxies"), indent=1)[:3000]))
 
 
 class DataPathTest:

@@ -687,6 +687,12 @@ class ProxyTest:
               % self.counts("echo", 8))
         tally = self.counts("echo", 40)
         check(tally == {"a": 10, "b": 30}, "weights 1:3 over 40 requests gave %s" % tally)
+        # Back to 1:1, so that the tests after this one see both backends evenly.
+        self.mesh.put_endpoint("echo", "b", self.b.port, weight=1)
+        restored = wait_until(lambda: self.counts("echo", 8) == {"a": 4, "b": 4},
+                              PROPAGATION_TIMEOUT, 0.05)
+        check(restored, "weight 1 for b never took effect (8 requests: %s)"
+              % self.counts("echo", 8))
 
     def test_weighted_split(self):
         before = self.mesh.stats()

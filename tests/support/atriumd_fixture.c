@@ -150,8 +150,21 @@ static bool valid_port(int port)
 
 /* Forks and execs atriumd with stderr to log_fd; 0 or -1 (with a message). */
 static int spawn(atriumd_fixture *fixture, const char *atriumd_path, int log_fd,
-                 unsigned long nofile, char *error, size_t error_size)
+                 unsigned long nofile, const char *const *extra_arguments, char *error,
+                 size_t error_size)
 {
+    enum { FIXED_ARGUMENTS = 9, EXTRA_MAX = 16 };
+    const char *arguments[FIXED_ARGUMENTS + EXTRA_MAX + 1] = {
+        "atriumd",    "--data-dir",  fixture->data_dir, "--rest-addr", "127.0.0.1:0",
+        "--xds-addr", "127.0.0.1:0", "--tls-addr",      "127.0.0.1:0"};
+    size_t count = FIXED_ARGUMENTS;
+    for (size_t i = 0; extra_arguments != NULL && extra_arguments[i] != NULL; i++) {
+        if (i == EXTRA_MAX) {
+            error_text(error, error_size, "more than %d extra arguments for atriumd", EXTRA_MAX);
+            return -1;
+        }
+        arguments[count++] = extra_arguments[i];
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -170,9 +183,7 @@ static int spawn(atriumd_fixture *fixture, const char *atriumd_path, int log_fd,
         struct rlimit limit = {nofile, nofile};
         if (nofile != 0 && setrlimit(RLIMIT_NOFILE, &limit) != 0)
             _exit(127);
-        execl(atriumd_path, "atriumd", "--data-dir", fixture->data_dir, "--rest-addr",
-              "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--tls-addr", "127.0.0.1:0",
-              (char *)NULL);
+        execv(atriumd_path, (char *const *)arguments);
         _exit(127);
     }
     fixture->pid = pid;
@@ -235,14 +246,10 @@ static int read_token(atriumd_fixture *fixture, char *error, size_t error_size)
     return 0;
 }
 
-int atriumd_fixture_start(atriumd_fixture *out, const char *atriumd_path, const char *name,
-                          char *error, size_t error_size)
-{
-    return atriumd_fixture_start_nofile(out, atriumd_path, name, 0, error, error_size);
-}
-
-int atriumd_fixture_start_nofile(atriumd_fixture *out, const char *atriumd_path, const char *name,
-                                 unsigned long nofile, char *error, size_t error_size)
+/* atriumd_fixture_start_nofile and _with_arguments: both at once. */
+static int start_atriumd(atriumd_fixture *out, const char *atriumd_path, const char *name,
+                         unsigned long nofile, const char *const *extra_arguments, char *error,
+                         size_t error_size)
 {
     memset(out, 0, sizeof(*out));
     snprintf(out->data_dir, sizeof(out->data_dir), "/tmp/atrium-%s-XXXXXX", name);
@@ -258,7 +265,7 @@ int atriumd_fixture_start_nofile(atriumd_fixture *out, const char *atriumd_path,
         remove_data_dir(out);
         return -1;
     }
-    int spawned = spawn(out, atriumd_path, log_fd, nofile, error, error_size);
+    int spawned = spawn(out, atriumd_path, log_fd, nofile, extra_arguments, error, error_size);
     close(log_fd);
     if (spawned != 0 || wait_until_ready(out, error, error_size) != 0 ||
         read_token(out, error, error_size) != 0) {
@@ -267,6 +274,25 @@ int atriumd_fixture_start_nofile(atriumd_fixture *out, const char *atriumd_path,
         return -1;
     }
     return 0;
+}
+
+int atriumd_fixture_start(atriumd_fixture *out, const char *atriumd_path, const char *name,
+                          char *error, size_t error_size)
+{
+    return start_atriumd(out, atriumd_path, name, 0, NULL, error, error_size);
+}
+
+int atriumd_fixture_start_nofile(atriumd_fixture *out, const char *atriumd_path, const char *name,
+                                 unsigned long nofile, char *error, size_t error_size)
+{
+    return start_atriumd(out, atriumd_path, name, nofile, NULL, error, error_size);
+}
+
+int atriumd_fixture_start_with_arguments(atriumd_fixture *out, const char *atriumd_path,
+                                         const char *name, const char *const *extra_arguments,
+                                         char *error, size_t error_size)
+{
+    return start_atriumd(out, atriumd_path, name, 0, extra_arguments, error, error_size);
 }
 
 /* SIGTERM, then waits (bounded). Returns the wait status, or -1 when it had

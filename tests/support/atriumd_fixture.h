@@ -48,6 +48,13 @@ int atriumd_fixture_start(atriumd_fixture *out, const char *atriumd_path, const 
 int atriumd_fixture_start_nofile(atriumd_fixture *out, const char *atriumd_path, const char *name,
                                  unsigned long nofile, char *error, size_t error_size);
 
+/* atriumd_fixture_start() with more flags after the fixture's own
+ * (extra_arguments: NULL-terminated, at most 16, e.g. {"--xds-slow-consumer-ms",
+ * "3000", NULL}). */
+int atriumd_fixture_start_with_arguments(atriumd_fixture *out, const char *atriumd_path,
+                                         const char *name, const char *const *extra_arguments,
+                                         char *error, size_t error_size);
+
 /* Stops atriumd: SIGTERM, then waits (bounded), and SIGKILL when it does not
  * exit in time. When it did not exit with status 0, says why on stderr and
  * prints its log. Then removes the data directory and zeroes *fixture. Returns
