@@ -58,6 +58,8 @@ static void open_authority(void)
     atexit(close_authority);
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size); /* libFuzzer's entry */
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (authority == NULL)

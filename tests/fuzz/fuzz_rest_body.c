@@ -22,6 +22,8 @@ static const char *const paths[] = {
     "/v1/services/reviews/policy",
 };
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size); /* libFuzzer's entry */
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_t *body = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
