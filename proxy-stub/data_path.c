@@ -31,6 +31,7 @@
 #include "error_text.h"
 #include "http_codec.h"
 #include "log.h"
+#include "log_interval.h"
 #include "router.h"
 
 #include <arpa/inet.h>
@@ -227,10 +228,9 @@ struct worker {
     unsigned next_target;        /* worker 0: round robin of accepted connections */
     struct event *accept_resume; /* worker 0: ends a pause of the listeners */
     bool accepts_paused;
-    uint64_t fd_failures;           /* since the last log line */
-    uint64_t fd_failures_logged_ms; /* monotonic ms of that line (0: never) */
-    pthread_mutex_t handoff_lock;   /* guards the handoff ring */
-    handoff *handoffs;              /* HANDOFF_CAPACITY entries */
+    log_interval fd_failure_lines;
+    pthread_mutex_t handoff_lock; /* guards the handoff ring */
+    handoff *handoffs;            /* HANDOFF_CAPACITY entries */
     size_t handoff_first, handoff_count;
     struct event *sweep; /* the timeouts' sweep, every path->sweep_ms */
     uint64_t tick;       /* sweeps so far */
@@ -1735,7 +1735,6 @@ static void accept_exhausted(worker *self, const listener_socket *entry, int err
 {
     data_path *path = self->path;
     proxy_stats_accept_fd_exhausted(self->stats);
-    self->fd_failures++;
     if (path->reserve_fd >= 0) {
         close(path->reserve_fd);
         int shed = accept4(entry->fd, NULL, NULL, SOCK_CLOEXEC);
@@ -1746,17 +1745,13 @@ static void accept_exhausted(worker *self, const listener_socket *entry, int err
     set_accepting(self, false);
     struct timeval pause = {0, FD_EXHAUSTED_PAUSE_MS * 1000};
     evtimer_add(self->accept_resume, &pause);
-    uint64_t now_ms = now_us() / 1000;
-    if (self->fd_failures_logged_ms == 0 ||
-        now_ms - self->fd_failures_logged_ms >= FD_EXHAUSTED_LOG_INTERVAL_MS) {
+    uint64_t failures = 0;
+    if (log_interval_due(&self->fd_failure_lines, (int64_t)(now_us() / 1000),
+                         FD_EXHAUSTED_LOG_INTERVAL_MS, &failures))
         log_warn("listener \"%s\" %s:%u: accept: %s (%llu time%s since the last report): "
                  "accepting paused for %d ms at a time, one waiting connection closed each time",
                  entry->name, entry->address, entry->port, strerror(error),
-                 (unsigned long long)self->fd_failures, self->fd_failures == 1 ? "" : "s",
-                 FD_EXHAUSTED_PAUSE_MS);
-        self->fd_failures = 0;
-        self->fd_failures_logged_ms = now_ms;
-    }
+                 (unsigned long long)failures, failures == 1 ? "" : "s", FD_EXHAUSTED_PAUSE_MS);
 }
 
 /* A listening socket is readable (worker 0): accept what waits, non-blocking. */

@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "log_interval.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -58,8 +59,7 @@ struct proxy_admin {
     bool thread_started;
     struct evconnlistener *listener; /* evhttp's, not owned */
     struct event *resume;            /* owned: ends a pause of the listener */
-    uint64_t accept_failures;        /* since the last log line */
-    uint64_t accept_logged_ms;
+    log_interval accept_failure_lines;
 };
 
 /* ---- replies ---- */
@@ -749,16 +749,13 @@ static void accept_failed(struct evconnlistener *listener, void *context)
     evconnlistener_disable(listener);
     struct timeval pause = {0, ACCEPT_PAUSE_MS * 1000};
     event_add(admin->resume, &pause);
-    admin->accept_failures++;
-    uint64_t now = (uint64_t)clock_monotonic_ms();
-    if (admin->accept_logged_ms == 0 || now - admin->accept_logged_ms >= ACCEPT_LOG_INTERVAL_MS) {
+    uint64_t failures = 0;
+    if (log_interval_due(&admin->accept_failure_lines, clock_monotonic_ms(), ACCEPT_LOG_INTERVAL_MS,
+                         &failures))
         log_warn("admin port: accept: %s (%llu time%s since the last report): paused for %d ms "
                  "at a time",
-                 strerror(error), (unsigned long long)admin->accept_failures,
-                 admin->accept_failures == 1 ? "" : "s", ACCEPT_PAUSE_MS);
-        admin->accept_failures = 0;
-        admin->accept_logged_ms = now;
-    }
+                 strerror(error), (unsigned long long)failures, failures == 1 ? "" : "s",
+                 ACCEPT_PAUSE_MS);
 }
 
 proxy_admin *proxy_admin_start(const char *host, uint16_t port, const proxy_admin_sources *sources,

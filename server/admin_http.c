@@ -22,6 +22,7 @@
 #include "rest_api.h"
 
 #include "log.h"
+#include "log_interval.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -69,9 +70,8 @@ struct admin_http {
     connection *oldest, *newest;     /* open connections */
     size_t open_count;
     size_t unauthenticated_count;
-    admin_http *next_listening;        /* listening_servers */
-    uint64_t accept_failures_unlogged; /* since the last log line */
-    int64_t accept_failure_logged_ms;  /* monotonic time of that line; 0: never */
+    admin_http *next_listening; /* listening_servers */
+    log_interval accept_failure_lines;
 };
 
 static const char *reason_phrase(int status)
@@ -514,18 +514,13 @@ static void accept_failed(struct evconnlistener *listener, void *context)
         return;
     }
     admin_metrics_count_accept_failure(server->metrics);
-    server->accept_failures_unlogged++;
-    int64_t now_ms = clock_monotonic_ms();
-    if (server->accept_failure_logged_ms == 0 ||
-        now_ms - server->accept_failure_logged_ms >= ADMIN_HTTP_ACCEPT_LOG_INTERVAL_MS) {
+    uint64_t failures = 0;
+    if (log_interval_due(&server->accept_failure_lines, clock_monotonic_ms(),
+                         ADMIN_HTTP_ACCEPT_LOG_INTERVAL_MS, &failures))
         log_warn("admin REST API: accept() failed %llu time%s since the last report (%s); "
                  "pausing accepts for %d ms each time",
-                 (unsigned long long)server->accept_failures_unlogged,
-                 server->accept_failures_unlogged == 1 ? "" : "s",
+                 (unsigned long long)failures, failures == 1 ? "" : "s",
                  evutil_socket_error_to_string(error), ADMIN_HTTP_ACCEPT_PAUSE_MS);
-        server->accept_failures_unlogged = 0;
-        server->accept_failure_logged_ms = now_ms;
-    }
     server->accept_paused = true;
     update_listener(server);
     struct timeval pause = {0, ADMIN_HTTP_ACCEPT_PAUSE_MS * 1000};

@@ -31,6 +31,7 @@
 #include "clock.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "log.h"
+#include "log_interval.h"
 #include "string_map.h"
 #include "translator.h"
 #include "xds_cache.h"
@@ -227,8 +228,7 @@ struct xds_server {
     string_map *revoked;
     int64_t revocation_revision;
     int64_t prune_at_ms;
-    int64_t complained_at_ms; /* the last undecodable-request log line */
-    long complaints_unsaid;
+    log_interval undecodable_lines; /* undecodable requests, for their log lines */
 
     /* Metrics (atomics: read from the admin thread). */
     atomic_long streams_sotw, streams_delta;
@@ -1606,18 +1606,15 @@ static void settle(stream *client)
 static void refuse_undecodable(stream *client, size_t length)
 {
     xds_server *server = client->server;
-    int64_t now = clock_monotonic_ms();
-    if (server->complained_at_ms == 0 || now - server->complained_at_ms >= COMPLAINT_PERIOD_MS) {
+    uint64_t count = 0;
+    if (log_interval_due(&server->undecodable_lines, clock_monotonic_ms(), COMPLAINT_PERIOD_MS,
+                         &count)) {
         char *peer = grpc_call_get_peer(client->call);
         log_warn("xDS: a %zu-byte %s request from %s does not decode; the stream was ended with "
-                 "INVALID_ARGUMENT (%ld more since the last such line)",
+                 "INVALID_ARGUMENT (%llu more since the last such line)",
                  length, client->delta ? "DeltaDiscoveryRequest" : "DiscoveryRequest",
-                 peer ? peer : "?", server->complaints_unsaid);
+                 peer ? peer : "?", (unsigned long long)(count - 1));
         gpr_free(peer);
-        server->complained_at_ms = now;
-        server->complaints_unsaid = 0;
-    } else {
-        server->complaints_unsaid++;
     }
     refuse_request(client, GRPC_STATUS_INVALID_ARGUMENT,
                    client->delta ? "the request is not a DeltaDiscoveryRequest"

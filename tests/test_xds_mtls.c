@@ -246,35 +246,7 @@ static outcome subscribe(const char *key, const char *chain, const char *service
     grpc_slice method = grpc_slice_from_static_string(ADS);
     grpc_call *call = grpc_channel_create_call(channel, NULL, GRPC_PROPAGATE_DEFAULTS, queue,
                                                method, NULL, in_ms(10000), NULL);
-
-    Google__Protobuf__Value service_value = GOOGLE__PROTOBUF__VALUE__INIT;
-    service_value.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
-    service_value.string_value = (char *)service;
-    Google__Protobuf__Value port_value = GOOGLE__PROTOBUF__VALUE__INIT;
-    port_value.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
-    port_value.string_value = "9080";
-    Google__Protobuf__Struct__FieldsEntry service_field =
-        GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT;
-    service_field.key = "atrium.service";
-    service_field.value = &service_value;
-    Google__Protobuf__Struct__FieldsEntry port_field = GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT;
-    port_field.key = "atrium.app_port";
-    port_field.value = &port_value;
-    Google__Protobuf__Struct__FieldsEntry *fields[] = {&service_field, &port_field};
-    Google__Protobuf__Struct metadata = GOOGLE__PROTOBUF__STRUCT__INIT;
-    metadata.n_fields = 2;
-    metadata.fields = fields;
-    Envoy__Config__Core__V3__Node node = ENVOY__CONFIG__CORE__V3__NODE__INIT;
-    node.id = "mtls-proxy";
-    node.metadata = &metadata;
-    Envoy__Service__Discovery__V3__DiscoveryRequest request =
-        ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_REQUEST__INIT;
-    request.node = &node;
-    request.type_url = CDS;
-    grpc_slice payload = grpc_slice_malloc(protobuf_c_message_get_packed_size(&request.base));
-    protobuf_c_message_pack(&request.base, GRPC_SLICE_START_PTR(payload));
-    grpc_byte_buffer *sent = grpc_raw_byte_buffer_create(&payload, 1);
-    grpc_slice_unref(payload);
+    grpc_byte_buffer *sent = cluster_request(service);
 
     grpc_metadata_array initial, trailing;
     grpc_metadata_array_init(&initial);
